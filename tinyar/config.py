@@ -1,0 +1,98 @@
+"""One frozen dataclass holds every setting; the CLI options mirror its fields one to one."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+MASK_MODES = ("replace", "fcm")
+NEXT_EMBED_KINDS = ("mse", "l1")
+
+
+class ConfigError(ValueError):
+    """A setting is out of range. The message says which one and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Config:
+    # model
+    dim: int = 128                # width of the residual stream
+    depth: int = 4                # number of transformer blocks
+    heads: int = 4                # attention heads; head width is dim_head
+    dim_head: int = 0             # 0 = dim // heads (x-transformers' own default is 64)
+    seq_len: int = 128            # tokens per training window (T)
+    vocab: int = 258              # 256 bytes + MASK + PAD
+    next_embed_head: bool = False # build the next-embed head even if its weight is 0
+    # loss (see tinyar/loss.py for the exact definitions)
+    mask_prob: float = 0.0        # --mlm: fraction of input positions masked in training
+    mask_mode: str = "replace"    # --mlm-mode: 'replace' (MASK token) or 'fcm' (hide as keys)
+    zloss_weight: float = 0.0     # --zloss: weight of the attention z-loss
+    next_embed_weight: float = 0.0  # --next-embed: weight of the next-embed loss
+    next_embed_kind: str = "mse"  # --next-embed-loss: 'mse' or 'l1' (x-transformers' choice)
+    # optimisation
+    steps: int = 300              # optimizer steps
+    batch_size: int = 16          # windows per step (B)
+    lr: float = 3e-3              # peak learning rate (AdamW)
+    min_lr_ratio: float = 0.1     # cosine decays to lr * min_lr_ratio
+    warmup: int = 30              # linear warmup steps
+    weight_decay: float = 0.1     # decoupled, on matrices only
+    grad_clip: float = 1.0        # clip the global gradient norm to this (0 = off)
+    # bookkeeping
+    eval_every: int = 100         # validation every N steps (and at the end)
+    eval_batches: int = 4         # validation batches per evaluation
+    log_every: int = 10           # one table row every N steps
+    save_every: int = 100         # checkpoint every N steps (and at the end)
+    seed: int = 0                 # same seed + same device -> same losses
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim_head or self.dim // self.heads
+
+    @property
+    def use_next_embed(self) -> bool:
+        return self.next_embed_head or self.next_embed_weight > 0
+
+    def replace(self, **changes) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> "Config":
+        """Raise ConfigError with a one-line fix for the first bad setting; return self."""
+        positive = ("dim", "depth", "heads", "seq_len", "steps", "batch_size",
+                    "eval_every", "eval_batches", "log_every", "save_every")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
+        if self.seq_len < 2:
+            raise ConfigError(f"--seq-len must be at least 2 (got {self.seq_len})")
+        if not self.dim_head and self.dim % self.heads:
+            raise ConfigError(f"--heads {self.heads} does not divide --dim {self.dim}; "
+                              f"pick heads from {[h for h in range(1, self.dim + 1) if self.dim % h == 0][:8]}")
+        if not 0.0 <= self.mask_prob < 1.0:
+            raise ConfigError(f"--mlm must be in [0, 1) (got {self.mask_prob}); e.g. --mlm 0.15")
+        if self.mask_mode not in MASK_MODES:
+            raise ConfigError(f"--mlm-mode must be one of {', '.join(MASK_MODES)} (got {self.mask_mode!r})")
+        if self.next_embed_kind not in NEXT_EMBED_KINDS:
+            raise ConfigError(f"--next-embed-loss must be one of {', '.join(NEXT_EMBED_KINDS)} "
+                              f"(got {self.next_embed_kind!r})")
+        for name, flag in (("zloss_weight", "--zloss"), ("next_embed_weight", "--next-embed")):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{flag} is a loss weight and must be >= 0 (got {getattr(self, name)})")
+        if self.lr <= 0:
+            raise ConfigError(f"--lr must be > 0 (got {self.lr})")
+        if self.warmup < 0:
+            raise ConfigError(f"--warmup must be >= 0 (got {self.warmup})")
+        if self.grad_clip < 0 or self.weight_decay < 0:
+            raise ConfigError("--grad-clip and --weight-decay must be >= 0")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ConfigError(f"min_lr_ratio must be in [0, 1] (got {self.min_lr_ratio})")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"unknown config fields {sorted(unknown)}: was this written by a newer tinyar?")
+        return cls(**d)

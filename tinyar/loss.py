@@ -1,0 +1,116 @@
+"""The complete autoregressive loss, one function per idea. See ../README.md "The loss".
+
+    total = ce + zloss_weight * zloss + next_embed_weight * next_embed
+
+Every piece follows x-transformers' AutoregressiveWrapper where the definitions agree; the
+tests check each against plain numpy loops (tests/oracle.py), forward and backward.
+"""
+from __future__ import annotations
+
+import numpy as np
+from tinygrad import Tensor, dtypes
+from tinygrad.helpers import TRAINING
+
+from tinyar.data import MASK, PAD
+
+
+def shift(tokens: Tensor) -> tuple[Tensor, Tensor]:
+    """Teacher forcing: predict token t+1 from tokens <= t. (B,T+1) -> inp (B,T), tgt (B,T)"""
+    return tokens[:, :-1], tokens[:, 1:]
+
+
+def num_masked(T: int, p: float) -> int:
+    """How many positions per row are masked: floor(T*p), at most T-1 (position 0 stays)."""
+    return min(int(T * p), T - 1)
+
+
+def choose_mask_positions(rng: np.random.Generator, B: int, T: int, p: float) -> np.ndarray:
+    """Per row exactly num_masked(T, p) distinct positions, uniform over 1..T-1. -> (B,T) bool
+
+    Position 0 is never chosen: under fcm it is the one key every query can always see."""
+    k = num_masked(T, p)
+    mask = np.zeros((B, T), dtype=bool)
+    if k > 0:
+        chosen = np.argsort(rng.random((B, T - 1)), axis=1)[:, :k] + 1  # (B,k) in 1..T-1
+        np.put_along_axis(mask, chosen, True, axis=1)
+    return mask
+
+
+def replace_masked(inp: Tensor, mask: Tensor) -> Tensor:
+    """`replace` mode: masked input tokens become MASK; targets are untouched. (B,T),(B,T) -> (B,T)"""
+    return mask.where(MASK, inp).cast(inp.dtype)
+
+
+def cross_entropy(logits: Tensor, tgt: Tensor, valid: Tensor) -> Tensor:
+    """Mean of -log softmax(logits)[tgt] over valid positions. (B,T,V), (B,T), (B,T) bool -> ()
+
+    log_softmax subtracts the row max first, so 1000x logits don't overflow."""
+    logp = logits.float().log_softmax(-1)                                  # (B,T,V)
+    nll = -(logp * tgt.one_hot(logits.shape[-1])).sum(-1)                  # (B,T)
+    w = valid.float()
+    return (nll * w).sum() / w.sum().maximum(1)
+
+
+def attention_zloss(lses: list[Tensor]) -> Tensor:
+    """x-transformers' attention z-loss: sum the per-layer log-sum-exp over layers, square,
+    sum over heads, mean over batch and positions. depth x (B,H,T) -> ()"""
+    total = lses[0]
+    for lse in lses[1:]:
+        total = total + lse
+    return (total * total).sum(1).mean()
+
+
+def next_embed_loss(pred: Tensor, target: Tensor, valid: Tensor, kind: str = "mse") -> Tensor:
+    """Mean over valid positions x D dims of (pred-target)^2 ('mse') or |pred-target| ('l1').
+    (B,T,D), (B,T,D), (B,T) bool -> ()"""
+    err = pred - target
+    err = err * err if kind == "mse" else err.abs()
+    w = valid.float()
+    return (err.sum(-1) * w).sum() / (w.sum().maximum(1) * pred.shape[-1])
+
+
+def autoregressive_loss(model, tokens, *, mask_prob: float = 0.0, mask_mode: str = "replace",
+                        mask_positions=None, zloss_weight: float = 0.0, next_embed_weight: float = 0.0,
+                        next_embed_kind: str = "mse", rng: np.random.Generator | None = None) -> dict[str, Tensor]:
+    """Every loss component for a batch of windows. tokens (B,T+1) int -> dict of () Tensors.
+
+    Keys: `total` (what is trained on), and the raw, unweighted `ce`, `zloss`, `next_embed`.
+    `zloss` is always computed (it is cheap and worth watching); `next_embed` is computed
+    whenever the model has a next-embed head and is 0 otherwise.
+
+    Masking happens only when `mask_positions` (B,T) bool is given (used exactly as given,
+    in or out of training), or when `mask_prob` > 0 inside `Context(TRAINING=1)` (drawn with
+    `rng`). `mask_mode`: 'replace' puts MASK in the inputs; 'fcm' hides those positions as
+    attention keys in every layer and head."""
+    tokens = tokens if isinstance(tokens, Tensor) else Tensor(np.asarray(tokens, dtype=np.int32))
+    inp, tgt = shift(tokens)
+    B, T = inp.shape
+    if mask_positions is None and mask_prob > 0 and TRAINING.value:
+        mask_positions = choose_mask_positions(rng or np.random.default_rng(), B, T, mask_prob)
+    hidden_keys = None
+    if mask_positions is not None:
+        mask = mask_positions if isinstance(mask_positions, Tensor) else \
+            Tensor(np.asarray(mask_positions, dtype=bool), device=tokens.device)
+        if mask_mode == "replace":
+            inp = replace_masked(inp, mask)
+        elif mask_mode == "fcm":
+            hidden_keys = mask
+        else:
+            raise ValueError(f"mask_mode must be 'replace' or 'fcm', got {mask_mode!r}")
+
+    logits, lses, hidden = model(inp, hidden_keys)
+    valid = tgt != PAD
+    out = {"ce": cross_entropy(logits, tgt, valid), "zloss": attention_zloss(lses)}
+    if model.next_embed is not None:
+        target = model.embed(tgt).detach()   # no gradient into the embedding through the target
+        out["next_embed"] = next_embed_loss(model.next_embed(hidden), target, valid, next_embed_kind)
+    else:
+        out["next_embed"] = Tensor.zeros((), dtype=dtypes.float32, device=tokens.device)
+    total = out["ce"]
+    if zloss_weight > 0:
+        total = total + zloss_weight * out["zloss"]
+    if next_embed_weight > 0:
+        if model.next_embed is None:
+            raise ValueError("next_embed_weight > 0 needs a model built with a next-embed head")
+        total = total + next_embed_weight * out["next_embed"]
+    return {"total": total, **out}

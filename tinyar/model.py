@@ -1,0 +1,128 @@
+"""The decoder: x-transformers' default `TransformerWrapper(attn_layers=Decoder(...))`,
+written out on tinygrad tensors so every attention layer's pre-softmax log-sum-exp is visible.
+
+token emb + absolute pos emb -> depth x [pre-norm attention, pre-norm GELU MLP] -> LayerNorm
+-> untied head. Kernel-aware details (measured, see ../shared/tinygrad.md): separate q/k/v
+weights instead of splitting a fused output, and `.contiguous()` on the attention
+probabilities, the norm outputs and the GELU output.
+"""
+from __future__ import annotations
+
+import math
+
+from tinygrad import Tensor, dtypes
+
+from tinyar.config import Config
+
+
+class Linear:
+    """y = x W^T (+ b). W is (out, in), as in torch, so x-transformers weights load as they are."""
+
+    def __init__(self, d_in: int, d_out: int, bias: bool = False, std: float = 0.02):
+        self.weight = Tensor.normal(d_out, d_in, std=std)
+        self.bias = Tensor.zeros(d_out) if bias else None
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return x.linear(self.weight.T, self.bias)
+
+
+class LayerNorm:
+    """LayerNorm with a learned scale and no bias (x-transformers' default). eps 1e-5."""
+
+    def __init__(self, dim: int):
+        self.weight = Tensor.ones(dim)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return (x.layernorm(eps=1e-5) * self.weight).contiguous()
+
+
+class Attention:
+    def __init__(self, dim: int, heads: int, dim_head: int, out_std: float):
+        inner = heads * dim_head
+        self.heads, self.dim_head = heads, dim_head
+        self.to_q, self.to_k, self.to_v = Linear(dim, inner), Linear(dim, inner), Linear(dim, inner)
+        self.to_out = Linear(inner, dim, std=out_std)
+
+    def __call__(self, x: Tensor, hidden_keys: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """x (B,T,D), hidden_keys (B,T) bool or None -> out (B,T,D), lse (B,H,T)
+
+        lse[b,h,i] = log sum_j exp(q_i.k_j / sqrt(d_head)) over the keys j that query i may see
+        (j <= i and, under fcm masking, j not hidden): the quantity the z-loss squares."""
+        B, T, _ = x.shape
+        H, Dh = self.heads, self.dim_head
+        q = self.to_q(x).reshape(B, T, H, Dh).transpose(1, 2)  # (B,H,T,Dh)
+        k = self.to_k(x).reshape(B, T, H, Dh).transpose(1, 2)
+        v = self.to_v(x).reshape(B, T, H, Dh).transpose(1, 2)
+        scores = (q @ k.transpose(-1, -2)) * (Dh ** -0.5)       # (B,H,T,T)
+        visible = Tensor.ones(T, T, dtype=dtypes.bool, device=x.device).tril()  # (T,T) causal
+        if hidden_keys is not None:
+            visible = visible & hidden_keys.logical_not().reshape(B, 1, 1, T)
+        scores = visible.where(scores, -math.inf)
+        lse = scores.logsumexp(-1)                              # (B,H,T)
+        probs = (scores - lse.unsqueeze(-1)).exp().contiguous() # softmax, reusing the lse
+        out = (probs @ v).transpose(1, 2).reshape(B, T, H * Dh)
+        return self.to_out(out), lse
+
+
+class FeedForward:
+    def __init__(self, dim: int, out_std: float):
+        self.fc1 = Linear(dim, 4 * dim, bias=True)
+        self.fc2 = Linear(4 * dim, dim, bias=True, std=out_std)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.fc2(self.fc1(x).gelu(approximate="none").contiguous())  # exact (erf) GELU
+
+
+class Block:
+    def __init__(self, cfg: Config):
+        out_std = 0.02 / math.sqrt(2 * cfg.depth)  # residual projections start small (GPT-2)
+        self.attn_norm, self.attn = LayerNorm(cfg.dim), Attention(cfg.dim, cfg.heads, cfg.head_dim, out_std)
+        self.ff_norm, self.ff = LayerNorm(cfg.dim), FeedForward(cfg.dim, out_std)
+
+    def __call__(self, x: Tensor, hidden_keys: Tensor | None) -> tuple[Tensor, Tensor]:
+        a, lse = self.attn(self.attn_norm(x), hidden_keys)
+        x = x + a
+        return x + self.ff(self.ff_norm(x)), lse
+
+
+class NextEmbedHead:
+    """Linear(d,d) -> SiLU -> Linear(d,d), no biases: predicts the next token's embedding."""
+
+    def __init__(self, dim: int):
+        self.fc1, self.fc2 = Linear(dim, dim), Linear(dim, dim)
+
+    def __call__(self, h: Tensor) -> Tensor:
+        return self.fc2(self.fc1(h).silu())
+
+
+class Decoder:
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.tok_emb = Tensor.normal(cfg.vocab, cfg.dim, std=0.02)   # (V,D)
+        self.pos_emb = Tensor.normal(cfg.seq_len, cfg.dim, std=0.02) # (T,D), used as is
+        self.blocks = [Block(cfg) for _ in range(cfg.depth)]
+        self.norm = LayerNorm(cfg.dim)
+        self.head = Linear(cfg.dim, cfg.vocab)
+        self.next_embed = NextEmbedHead(cfg.dim) if cfg.use_next_embed else None
+
+    def embed(self, ids: Tensor) -> Tensor:
+        """Token-embedding rows, no position term. (B,T) int -> (B,T,D)"""
+        return self.tok_emb[ids]
+
+    def __call__(self, inp: Tensor, hidden_keys: Tensor | None = None,
+                 start_pos: int = 0) -> tuple[Tensor, list[Tensor], Tensor]:
+        """inp (B,T) int, hidden_keys (B,T) bool -> logits (B,T,V), [lse (B,H,T)] * depth, hidden (B,T,D)
+
+        `hidden` is the final-norm state that both the logits head and the next-embed head read."""
+        T = inp.shape[1]
+        x = self.embed(inp) + self.pos_emb[start_pos:start_pos + T]
+        lses = []
+        for block in self.blocks:
+            x, lse = block(x, hidden_keys)
+            lses.append(lse)
+        hidden = self.norm(x)
+        return self.head(hidden), lses, hidden
+
+    def num_params(self) -> int:
+        from tinygrad.nn.state import get_parameters
+        return sum(p.numel() for p in get_parameters(self))
