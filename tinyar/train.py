@@ -1,0 +1,150 @@
+"""Training: AdamW, warmup + cosine learning rate, global-norm clipping, one jitted step.
+
+`Trainer` owns the model, the optimizer, the data RNG and the step counter (everything a
+checkpoint must hold to resume exactly). `train()` is the loop, top to bottom.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, Iterator
+
+import numpy as np
+from tinygrad import Tensor, TinyJit, dtypes
+from tinygrad.helpers import Context
+from tinygrad.nn.optim import AdamW, OptimizerGroup
+from tinygrad.nn.state import get_parameters, get_state_dict
+
+from tinyar.config import Config
+from tinyar.data import Corpus
+from tinyar.loss import autoregressive_loss, choose_mask_positions
+from tinyar.model import Decoder
+
+COMPONENTS = ("total", "ce", "zloss", "next_embed")
+
+
+def lr_at(step: int, cfg: Config) -> float:
+    """Linear warmup to cfg.lr over cfg.warmup steps, then cosine down to lr * min_lr_ratio."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    floor = cfg.lr * cfg.min_lr_ratio
+    return floor + 0.5 * (cfg.lr - floor) * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def clip_grad_norm_(params: list[Tensor], max_norm: float) -> Tensor:
+    """Scale every gradient so their global L2 norm is at most max_norm; return the norm before."""
+    norm = Tensor.stack(*[p.grad.float().square().sum() for p in params]).sum().sqrt()
+    if max_norm > 0:
+        scale = (max_norm / (norm + 1e-6)).minimum(1.0)
+        for p in params:
+            p.grad = p.grad * scale.cast(p.grad.dtype)
+    return norm
+
+
+class Trainer:
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        Tensor.manual_seed(cfg.seed)
+        self.model = Decoder(cfg)
+        params = get_parameters(self.model)
+        matrices = [p for p in params if p.ndim >= 2]   # decay weights and embeddings,
+        vectors = [p for p in params if p.ndim < 2]     # not norm scales and biases
+        self.opt = OptimizerGroup(AdamW(matrices, lr=cfg.lr, b1=0.9, b2=0.95, weight_decay=cfg.weight_decay),
+                                  AdamW(vectors, lr=cfg.lr, b1=0.9, b2=0.95, weight_decay=0.0))
+        self.params = params
+        self.rng = np.random.default_rng(cfg.seed)  # draws windows and mask positions
+        self.step = 0
+        self._jit_step = TinyJit(self._step)
+        self._jit_eval = TinyJit(self._eval)
+
+    def loss_kwargs(self) -> dict:
+        c = self.cfg
+        return dict(mask_mode=c.mask_mode, zloss_weight=c.zloss_weight,
+                    next_embed_weight=c.next_embed_weight, next_embed_kind=c.next_embed_kind)
+
+    def _step(self, tokens: Tensor, mask: Tensor | None, lr: Tensor) -> dict[str, Tensor]:
+        with Context(TRAINING=1):
+            for opt in self.opt.optimizers:
+                opt.lr.assign(lr)
+            self.opt.zero_grad()
+            out = autoregressive_loss(self.model, tokens, mask_positions=mask, **self.loss_kwargs())
+            out["total"].backward()
+            out["grad_norm"] = clip_grad_norm_(self.params, self.cfg.grad_clip)
+            self.opt.step()
+        return out
+
+    def _eval(self, tokens: Tensor) -> Tensor:
+        return autoregressive_loss(self.model, tokens, **self.loss_kwargs())["ce"]
+
+    def train_step(self, batch: np.ndarray, mask: np.ndarray | None) -> dict[str, float]:
+        """One optimizer step on a (B,T+1) batch; mask is (B,T) bool or None. -> floats"""
+        lr = lr_at(self.step, self.cfg)
+        dev = self.params[0].device
+        out = self._jit_step(Tensor(batch, device=dev),
+                             None if mask is None else Tensor(mask, device=dev),
+                             Tensor([lr], dtype=dtypes.float32, device=dev))
+        self.step += 1
+        return {k: v.item() for k, v in out.items()} | {"lr": lr}
+
+    def next_batch(self, corpus: Corpus) -> tuple[np.ndarray, np.ndarray | None]:
+        c = self.cfg
+        batch = corpus.batch(self.rng, c.batch_size)
+        mask = choose_mask_positions(self.rng, c.batch_size, c.seq_len, c.mask_prob) if c.mask_prob > 0 else None
+        return batch, mask
+
+    def evaluate(self, batches: list[np.ndarray]) -> dict[str, float]:
+        """Validation cross-entropy (no masking) over fixed batches, with perplexity and bits/byte."""
+        dev = self.params[0].device
+        ce = float(np.mean([self._jit_eval(Tensor(b, device=dev)).item() for b in batches]))
+        return {"val_ce": ce, "val_ppl": math.exp(min(ce, 50.0)), "val_bpb": ce / math.log(2)}
+
+    # checkpoint state: everything that resuming needs, as numpy arrays + JSON-able metadata
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        arrays = {f"model.{k}": v.numpy() for k, v in get_state_dict(self.model).items()}
+        arrays |= {f"optim.{k}": v.numpy() for k, v in get_state_dict(self.opt).items()}
+        return arrays
+
+    def state_meta(self) -> dict:
+        return {"config": self.cfg.to_dict(), "step": self.step, "rng": self.rng.bit_generator.state}
+
+    def load_state(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        targets = {f"model.{k}": v for k, v in get_state_dict(self.model).items()}
+        targets |= {f"optim.{k}": v for k, v in get_state_dict(self.opt).items()}
+        missing = sorted(set(targets) - set(arrays))
+        if missing:
+            raise ValueError(f"checkpoint lacks {len(missing)} tensors (e.g. {missing[0]}): it was written by a "
+                             f"different model configuration")
+        for name, t in targets.items():
+            a = arrays[name]
+            if tuple(a.shape) != tuple(t.shape):
+                raise ValueError(f"checkpoint tensor {name} has shape {tuple(a.shape)}, the model needs "
+                                 f"{tuple(t.shape)}: it was written by a different configuration")
+            t.assign(Tensor(a.astype(np.float32) if t.dtype == dtypes.float32 else a, device=t.device)).realize()
+        self.step = int(meta["step"])
+        self.rng.bit_generator.state = meta["rng"]
+
+
+def train(trainer: Trainer, corpus: Corpus, *, on_checkpoint: Callable[[Trainer], None] | None = None,
+          should_stop: Callable[[], bool] = lambda: False) -> Iterator[dict]:
+    """Run until cfg.steps, yielding a row dict at each log step ("train") and eval ("val")."""
+    cfg = trainer.cfg
+    val_batches = corpus.val_batches(cfg.eval_batches, cfg.batch_size)
+    tokens_per_step = cfg.batch_size * cfg.seq_len
+    t_last, steps_since = time.perf_counter(), 0
+    while trainer.step < cfg.steps and not should_stop():
+        batch, mask = trainer.next_batch(corpus)
+        row = trainer.train_step(batch, mask)
+        step, steps_since = trainer.step, steps_since + 1
+        last = step == cfg.steps
+        if step % cfg.log_every == 0 or last or step == 1:
+            now = time.perf_counter()
+            yield {"kind": "train", "step": step, **row, "tok_s": steps_since * tokens_per_step / (now - t_last),
+                   "tokens": step * tokens_per_step}
+            t_last, steps_since = now, 0
+        if step % cfg.eval_every == 0 or last:
+            yield {"kind": "val", "step": step, "tokens": step * tokens_per_step, **trainer.evaluate(val_batches)}
+        if on_checkpoint and (step % cfg.save_every == 0 or last):
+            on_checkpoint(trainer)
+        if step % cfg.log_every == 0 or last:
+            t_last = time.perf_counter()  # don't bill eval and checkpoint time to the next window
