@@ -126,7 +126,10 @@ def train(corpus, device, out, resume, keep, force, sample_tokens, **fields):
         fail(str(e))
 
     from tinyar.train import Trainer, train as train_loop
-    trainer = Trainer(cfg)
+    try:
+        trainer = Trainer(cfg, devices=dev if isinstance(dev, tuple) else None)
+    except ValueError as e:
+        fail(str(e))
     if meta is not None:
         try:
             trainer.load_state(arrays, meta)
@@ -179,6 +182,22 @@ def train(corpus, device, out, resume, keep, force, sample_tokens, **fields):
         text = Sampler(trainer.model).generate("\n", sample_tokens, temperature=0.8, top_k=40, seed=cfg.seed)
         console.print(Panel(Text(text), title="sample (temperature 0.8, top-k 40)", expand=False)) \
             if console.is_terminal else console.print("sample:\n" + text, markup=False, highlight=False)
+
+
+@cli.command()
+def devices():
+    """Which tinygrad backends work here, why the others don't, and the default."""
+    from tinyar.devices import backend_table, default_device
+    table = Table("device", "works", "why not / what to install", title="tinygrad backends")
+    for r in backend_table():
+        table.add_row(r["device"], "[green]yes[/]" if r["works"] else "[red]no[/]",
+                      f"{r['reason']} — {r['hint']}" if r["reason"] else "")
+    console.print(table)
+    try:
+        console.print(f"train picks: [bold]{default_device()}[/] (set DEV=... or --device to change; "
+                      f"several devices of one kind, e.g. --device CUDA:0,CUDA:1, train data-parallel)")
+    except Exception as e:
+        console.print(f"no default device: {e}")
 
 
 if __name__ == "__main__":

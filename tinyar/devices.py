@@ -1,9 +1,22 @@
-"""Choosing a tinygrad device, with one-line errors that say what to install or pick instead."""
+"""Choosing tinygrad devices, with one-line errors that say what to install or pick instead.
+
+A spec is one device ('CPU', 'CL', 'CPU:LLVM', 'CUDA', 'METAL', ...) or a comma list of
+devices of one kind ('CUDA:0,CUDA:1', or 'CPU:0,CPU:1' to try data parallelism on a CPU).
+"""
 from __future__ import annotations
 
 import os
 
 BACKENDS = ("CPU", "CPU:LLVM", "CL", "CUDA", "NV", "AMD", "METAL")
+HINTS = {  # what usually fixes a backend that fails to start
+    "CPU": "install a C compiler: apt-get install -y clang",
+    "CPU:LLVM": "install libLLVM >= 16: apt-get install -y libllvm16",
+    "CL": "install an OpenCL driver, e.g. apt-get install -y pocl-opencl-icd ocl-icd-libopencl1",
+    "CUDA": "needs an NVIDIA GPU with its driver and the CUDA toolkit (nvrtc)",
+    "NV": "needs an NVIDIA GPU and tinygrad's NV driver support",
+    "AMD": "needs an AMD GPU with ROCm",
+    "METAL": "needs macOS on Apple silicon",
+}
 
 
 class DeviceError(RuntimeError):
@@ -18,34 +31,58 @@ def probe(name: str) -> str | None:
             return "computed a wrong result"
         return None
     except Exception as e:  # backends fail in many ways: missing compiler, driver, library
-        msg = str(e).strip().splitlines()
-        return f"{type(e).__name__}: {msg[0] if msg else ''}"[:160]
+        lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+        return f"{type(e).__name__}: {lines[-1] if lines else ''}"[:160]
 
 
-def working_devices() -> list[str]:
-    return [d for d in BACKENDS if probe(d) is None]
+def backend_table() -> list[dict]:
+    """Every backend tinyar knows with whether it works here, why not, and a hint."""
+    rows = []
+    for name in BACKENDS:
+        reason = probe(name)
+        rows.append({"device": name, "works": reason is None, "reason": reason or "",
+                     "hint": HINTS[name] if reason else ""})
+    return rows
 
 
-def use_device(spec: str | None) -> str:
-    """Make `spec` (e.g. 'CL', 'CPU:LLVM', or a comma list 'CPU:0,CPU:1') tinygrad's default.
-    None keeps DEV or tinygrad's own choice. -> the device actually used."""
+def default_device() -> str:
+    """What tinygrad picks with no --device: DEV if set, else its probe order."""
     from tinygrad import Device
+    return Device.DEFAULT
+
+
+def parse(spec: str) -> tuple[str, ...]:
+    """'cpu:0, cpu:1' -> ('CPU:0', 'CPU:1')"""
+    devs = tuple(d.strip().upper() for d in spec.split(",") if d.strip())
+    if not devs:
+        raise DeviceError("--device is empty; e.g. --device CPU or --device CUDA:0,CUDA:1")
+    if len(devs) > 1 and len({d.split(":")[0] for d in devs}) > 1:
+        raise DeviceError(f"data-parallel devices must be of one kind (got {', '.join(devs)})")
+    if len(set(devs)) != len(devs):
+        raise DeviceError(f"--device lists a device twice ({spec})")
+    return devs
+
+
+def use_device(spec: str | None) -> str | tuple[str, ...]:
+    """Check `spec` works and make its first device tinygrad's default.
+    None keeps DEV or tinygrad's own choice. -> one device name, or a tuple for several."""
     from tinygrad.helpers import DEV
     if spec:
-        first = spec.split(",")[0].strip().upper()
-        reason = probe(first)
-        if reason:
-            ok = working_devices()
-            raise DeviceError(f"device {first} does not work here ({reason}); working devices: "
-                              f"{', '.join(ok) or 'none'}")
-        DEV.value = first
-        os.environ["DEV"] = first
-        return first
+        devs = parse(spec)
+        for d in devs:
+            reason = probe(d)
+            if reason:
+                ok = [r["device"] for r in backend_table() if r["works"]]
+                raise DeviceError(f"device {d} does not work here ({reason}); working devices: "
+                                  f"{', '.join(ok) or 'none'} (see: python cli.py devices)")
+        DEV.value = devs[0]
+        os.environ["DEV"] = devs[0]
+        return devs[0] if len(devs) == 1 else devs
     try:
-        name = Device.DEFAULT
+        name = default_device()
         reason = probe(name)
     except Exception as e:
-        name, reason = "default", str(e).splitlines()[0] if str(e) else type(e).__name__
+        name, reason = "default", (str(e).splitlines() or [type(e).__name__])[0]
     if reason:
         raise DeviceError(f"no usable tinygrad device ({name}: {reason}); for the CPU backend install a C "
                           f"compiler (apt-get install -y clang), or pick one with --device")

@@ -43,10 +43,19 @@ def clip_grad_norm_(params: list[Tensor], max_norm: float) -> Tensor:
 
 
 class Trainer:
-    def __init__(self, cfg: Config):
-        self.cfg = cfg
+    """devices: None for tinygrad's default device, or a tuple of devices of one kind to train
+    data-parallel: weights replicated on each, the batch split along B, gradients all-reduced
+    by tinygrad's sharding (same losses as one device with the same global batch)."""
+
+    def __init__(self, cfg: Config, devices: tuple[str, ...] | None = None):
+        self.cfg, self.devices = cfg, devices
         Tensor.manual_seed(cfg.seed)
         self.model = Decoder(cfg)
+        if devices:
+            if cfg.batch_size % len(devices):
+                raise ValueError(f"--batch-size {cfg.batch_size} must be a multiple of the {len(devices)} devices")
+            for t in get_state_dict(self.model).values():
+                t.to_(devices)   # replicate before the optimizer creates its moments
         params = get_parameters(self.model)
         matrices = [p for p in params if p.ndim >= 2]   # decay weights and embeddings,
         vectors = [p for p in params if p.ndim < 2]     # not norm scales and biases
@@ -77,13 +86,17 @@ class Trainer:
     def _eval(self, tokens: Tensor) -> Tensor:
         return autoregressive_loss(self.model, tokens, **self.loss_kwargs())["ce"]
 
+    def put(self, a: np.ndarray, split: bool = True) -> Tensor:
+        """numpy -> Tensor on the training device(s); with several, split along axis 0 (or copy)."""
+        if self.devices:
+            return Tensor(a).shard(self.devices, axis=0 if split else None)
+        return Tensor(a, device=self.params[0].device)
+
     def train_step(self, batch: np.ndarray, mask: np.ndarray | None) -> dict[str, float]:
         """One optimizer step on a (B,T+1) batch; mask is (B,T) bool or None. -> floats"""
         lr = lr_at(self.step, self.cfg)
-        dev = self.params[0].device
-        out = self._jit_step(Tensor(batch, device=dev),
-                             None if mask is None else Tensor(mask, device=dev),
-                             Tensor([lr], dtype=dtypes.float32, device=dev))
+        out = self._jit_step(self.put(batch), None if mask is None else self.put(mask),
+                             self.put(np.array([lr], dtype=np.float32), split=False))
         self.step += 1
         return {k: v.item() for k, v in out.items()} | {"lr": lr}
 
@@ -95,8 +108,7 @@ class Trainer:
 
     def evaluate(self, batches: list[np.ndarray]) -> dict[str, float]:
         """Validation cross-entropy (no masking) over fixed batches, with perplexity and bits/byte."""
-        dev = self.params[0].device
-        ce = float(np.mean([self._jit_eval(Tensor(b, device=dev)).item() for b in batches]))
+        ce = float(np.mean([self._jit_eval(self.put(b)).item() for b in batches]))
         return {"val_ce": ce, "val_ppl": math.exp(min(ce, 50.0)), "val_bpb": ce / math.log(2)}
 
     # checkpoint state: everything that resuming needs, as numpy arrays + JSON-able metadata
@@ -120,7 +132,7 @@ class Trainer:
             if tuple(a.shape) != tuple(t.shape):
                 raise ValueError(f"checkpoint tensor {name} has shape {tuple(a.shape)}, the model needs "
                                  f"{tuple(t.shape)}: it was written by a different configuration")
-            t.assign(Tensor(a.astype(np.float32) if t.dtype == dtypes.float32 else a, device=t.device)).realize()
+            t.assign(self.put(a.astype(np.float32) if t.dtype == dtypes.float32 else a, split=False)).realize()
         self.step = int(meta["step"])
         self.rng.bit_generator.state = meta["rng"]
 
