@@ -83,6 +83,7 @@ def autoregressive_loss(model, tokens, *, mask_prob: float = 0.0, mask_mode: str
     `rng`). `mask_mode`: 'replace' puts MASK in the inputs; 'fcm' hides those positions as
     attention keys in every layer and head."""
     tokens = tokens if isinstance(tokens, Tensor) else Tensor(np.asarray(tokens, dtype=np.int32))
+    tokens = tokens.cast(dtypes.int32)  # a uint8 batch can't hold MASK/PAD (256 would wrap to 0)
     inp, tgt = shift(tokens)
     B, T = inp.shape
     if mask_positions is None and mask_prob > 0 and TRAINING.value:
