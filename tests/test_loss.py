@@ -425,3 +425,12 @@ def test_next_embed_weight_needs_a_head(tiny):
     assert out["next_embed"].item() == 0
     with pytest.raises(ValueError, match="next-embed head"):
         autoregressive_loss(model, tiny.tokens, next_embed_weight=0.1)
+
+
+def test_fcm_mask_hiding_position_0_is_refused(tiny):
+    # proves a hand-made fcm mask that would leave query 0 with no visible key fails loudly, not as NaN
+    mask = np.zeros((tiny.cfg.batch_size, tiny.cfg.seq_len), dtype=bool)
+    mask[1, 0] = True
+    model = Decoder(tiny.cfg)
+    with pytest.raises(ValueError, match="position 0"):
+        autoregressive_loss(model, tiny.tokens, mask_positions=mask, mask_mode="fcm")

@@ -90,8 +90,12 @@ def autoregressive_loss(model, tokens, *, mask_prob: float = 0.0, mask_mode: str
         mask_positions = choose_mask_positions(rng or np.random.default_rng(), B, T, mask_prob)
     hidden_keys = None
     if mask_positions is not None:
-        mask = mask_positions if isinstance(mask_positions, Tensor) else \
-            Tensor(np.asarray(mask_positions, dtype=bool), device=tokens.device)
+        if not isinstance(mask_positions, Tensor):
+            mask_positions = np.asarray(mask_positions, dtype=bool)
+            if mask_mode == "fcm" and mask_positions[:, 0].any():
+                raise ValueError("fcm mask_positions hide position 0, leaving query 0 no key to attend to; "
+                                 "keep column 0 False")
+        mask = mask_positions if isinstance(mask_positions, Tensor) else Tensor(mask_positions, device=tokens.device)
         if mask_mode == "replace":
             inp = replace_masked(inp, mask)
         elif mask_mode == "fcm":
