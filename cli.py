@@ -200,5 +200,100 @@ def devices():
         console.print(f"no default device: {e}")
 
 
+# ── assignments: hand out stubs, grade submissions (tinyar/assign*.py) ────────────────────
+
+@cli.command()
+@click.option("--out", type=click.Path(path_type=Path), default=Path("assignment"), show_default=True,
+              help="folder for the student's workspace")
+@click.option("--solution", is_flag=True, help="write the answer key (the reference bodies) instead of stubs")
+@click.option("--force", is_flag=True, help="overwrite an existing tasks.py")
+def assign(out, solution, force):
+    """Write a fresh assignment workspace: OUT/tasks.py with every task stubbed."""
+    from tinyar.assign import MAX_POINTS, TASKS, TaskMarkerError, make_tasks_file
+    target = out / "tasks.py"
+    if target.exists() and not force:
+        fail(f"{target} already exists (a student's work?); pass --force to overwrite it")
+    try:
+        text = make_tasks_file(solution)
+        out.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    except TaskMarkerError as e:
+        fail(str(e))
+    except OSError as e:
+        fail(f"cannot write {target}: {e.strerror}")
+    console.print(f"wrote {target}: {'the answer key' if solution else 'stubs'} for {len(TASKS)} tasks, "
+                  f"{MAX_POINTS} points · grade it with: python cli.py grade {target}")
+
+
+GRADE_STYLE = {"passed": "green", "failed": "red", "not implemented": "yellow"}
+
+
+def grade_table(sub: dict) -> Table:
+    table = Table("task", "status", "points", "reason", title=Text(f"{sub['submission']}: {sub['score']}/{sub['max_score']}"))
+    for r in sub["tasks"]:
+        reason = r["reason"].removeprefix(f"{r['task']}: ")   # a stub's message starts with the task id
+        table.add_row(r["task"], Text(r["status"], style=GRADE_STYLE[r["status"]]),
+                      f"{r['points']}/{r['max_points']}", Text(reason))
+    return table
+
+
+def grade_summary(sub: dict) -> str:
+    counts = {s: sum(r["status"] == s for r in sub["tasks"]) for s in GRADE_STYLE}
+    return f"score {sub['score']}/{sub['max_score']} · " + " · ".join(f"{n} {s}" for s, n in counts.items())
+
+
+@cli.command()
+@click.argument("path", required=False, type=click.Path(path_type=Path))
+@click.option("--reference", is_flag=True, help="grade the library's own solutions (checks the grader itself)")
+@click.option("--task", "-t", "tasks", multiple=True, help="grade only this task (repeatable)")
+@click.option("--timeout", type=float, default=120.0, show_default=True, help="seconds each task may take")
+@click.option("--jobs", "-j", type=int, default=1, show_default=True, help="tasks graded at the same time")
+@click.option("--json", "as_json", is_flag=True, help="print the results as JSON (for a course's grading system)")
+@click.option("--device", default=None, help="tinygrad device the checks run on [default: DEV or tinygrad's pick]")
+def grade(path, reference, tasks, timeout, jobs, as_json, device):
+    """Grade a student's tasks.py (default: ./tasks.py), a workspace folder, or a folder of
+    submissions (one .py file or one folder with tasks.py each). Exit 0 only if all pass."""
+    import os
+    from tinyar.assign import BY_ID
+    from tinyar.assign_grade import find_submissions, grade as run_grade
+    if unknown := [t for t in tasks if t not in BY_ID]:
+        fail(f"no task {unknown[0]!r}; the tasks are {', '.join(BY_ID)}")
+    if timeout <= 0 or jobs < 1:
+        fail("--timeout must be > 0 and --jobs >= 1")
+    if reference:
+        subs, single = [None], True
+    else:
+        path = path or Path("tasks.py")
+        if not path.exists():
+            fail(f"{path} does not exist; give the student's file or folder, e.g. python cli.py grade hw1/tasks.py")
+        if path.is_file() and path.suffix != ".py":
+            fail(f"{path} is not a Python file; give the student's tasks.py or a folder of submissions")
+        subs, single = find_submissions(path), path.is_file() or (path / "tasks.py").is_file()
+        if not subs:
+            fail(f"{path} holds no submissions (.py files, or folders with a tasks.py)")
+    if device:
+        os.environ["DEV"] = device   # the graders' processes inherit it
+    progress = Progress(TextColumn("[bold]grading"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[now]}"),
+                        console=Console(stderr=True), transient=True, disable=as_json or not console.is_terminal)
+    with progress:
+        bar = progress.add_task("grade", total=len(subs) * (len(tasks) or len(BY_ID)), now="")
+        done = lambda sub, r: progress.update(bar, advance=1, now=f"{sub.name if sub else 'reference'}: {r['task']}")
+        results = run_grade(subs, list(tasks) or None, timeout, jobs, on_result=done)
+    if as_json:
+        click.echo(json.dumps(results[0] if single else results, indent=2))
+    elif single:
+        console.print(grade_table(results[0]))
+        console.print(grade_summary(results[0]))
+    else:
+        table = Table("submission", "score", "passed", "failed", "not impl.", "first problem", title=Text(str(path)))
+        for sub in results:
+            bad = next((r for r in sub["tasks"] if r["status"] != "passed"), None)
+            table.add_row(Text(sub["submission"]), f"{sub['score']}/{sub['max_score']}",
+                          *(str(sum(r["status"] == s for r in sub["tasks"])) for s in GRADE_STYLE),
+                          Text(f"{bad['task']}: {bad['reason'].removeprefix(bad['task'] + ': ')}" if bad else ""))
+        console.print(table)
+    sys.exit(0 if all(r["status"] == "passed" for sub in results for r in sub["tasks"]) else 1)
+
+
 if __name__ == "__main__":
     cli()

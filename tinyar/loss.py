@@ -16,7 +16,9 @@ from tinyar.data import MASK, PAD
 
 def shift(tokens: Tensor) -> tuple[Tensor, Tensor]:
     """Teacher forcing: predict token t+1 from tokens <= t. (B,T+1) -> inp (B,T), tgt (B,T)"""
+    # BEGIN TASK shift
     return tokens[:, :-1], tokens[:, 1:]
+    # END TASK shift
 
 
 def num_masked(T: int, p: float) -> int:
@@ -28,45 +30,88 @@ def choose_mask_positions(rng: np.random.Generator, B: int, T: int, p: float) ->
     """Per row exactly num_masked(T, p) distinct positions, uniform over 1..T-1. -> (B,T) bool
 
     Position 0 is never chosen: under fcm it is the one key every query can always see."""
+    # BEGIN TASK mask_positions
     k = num_masked(T, p)
     mask = np.zeros((B, T), dtype=bool)
     if k > 0:
         chosen = np.argsort(rng.random((B, T - 1)), axis=1)[:, :k] + 1  # (B,k) in 1..T-1
         np.put_along_axis(mask, chosen, True, axis=1)
     return mask
+    # END TASK mask_positions
 
 
 def replace_masked(inp: Tensor, mask: Tensor) -> Tensor:
-    """`replace` mode: masked input tokens become MASK; targets are untouched. (B,T),(B,T) -> (B,T)"""
+    """`replace` mode: masked input tokens become MASK. (B,T) int, (B,T) bool -> (B,T)"""
+    # BEGIN TASK replace
     return mask.where(MASK, inp).cast(inp.dtype)
+    # END TASK replace
+
+
+def apply_mask(inp: Tensor, tgt: Tensor, mask: Tensor, mode: str) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Mask one batch. (B,T) int, (B,T) int, (B,T) bool -> inp', tgt', hidden_keys (B,T) bool or None
+
+    'replace': the masked *inputs* become MASK and the targets stay, so the model still learns
+    the true next token where its own input was hidden. 'fcm': the tokens stay; the masked
+    positions come back as `hidden_keys`, which attention hides (model.mask_scores)."""
+    if mode not in ("replace", "fcm"):
+        raise ValueError(f"mask_mode must be 'replace' or 'fcm', got {mode!r}")
+    # BEGIN TASK replace
+    if mode == "replace":
+        return replace_masked(inp, mask), tgt, None
+    return inp, tgt, mask
+    # END TASK replace
 
 
 def cross_entropy(logits: Tensor, tgt: Tensor, valid: Tensor) -> Tensor:
     """Mean of -log softmax(logits)[tgt] over valid positions. (B,T,V), (B,T), (B,T) bool -> ()
 
     log_softmax subtracts the row max first, so 1000x logits don't overflow."""
+    # BEGIN TASK cross_entropy
     logp = logits.float().log_softmax(-1)                                  # (B,T,V)
     nll = -(logp * tgt.one_hot(logits.shape[-1])).sum(-1)                  # (B,T)
     w = valid.float()
     return (nll * w).sum() / w.sum().maximum(1)
+    # END TASK cross_entropy
 
 
 def attention_zloss(lses: list[Tensor]) -> Tensor:
     """x-transformers' attention z-loss: sum the per-layer log-sum-exp over layers, square,
     sum over heads, mean over batch and positions. depth x (B,H,T) -> ()"""
+    # BEGIN TASK zloss
     total = lses[0]
     for lse in lses[1:]:
         total = total + lse
     return (total * total).sum(1).mean()
+    # END TASK zloss
 
 
 def next_embed_loss(pred: Tensor, target: Tensor, valid: Tensor, kind: str = "mse") -> Tensor:
     """Mean over valid positions x D dims of (pred-target)^2 ('mse') or |pred-target| ('l1').
-    (B,T,D), (B,T,D), (B,T) bool -> ()"""
-    err = pred - target
+    (B,T,D), (B,T,D), (B,T) bool -> ()
+
+    The target (the next token's embedding row) is detached: the head learns to move toward
+    it, and no gradient pulls the embedding table toward the prediction."""
+    # BEGIN TASK next_embed
+    err = pred - target.detach()
     err = err * err if kind == "mse" else err.abs()
     w = valid.float()
     return (err.sum(-1) * w).sum() / (w.sum().maximum(1) * pred.shape[-1])
+    # END TASK next_embed
+
+
+def total_loss(ce: Tensor, zloss: Tensor, next_embed: Tensor, zloss_weight: float,
+               next_embed_weight: float) -> Tensor:
+    """ce + zloss_weight * zloss + next_embed_weight * next_embed. () Tensors, floats -> ()
+
+    A component whose weight is 0 is left out, so an unused one can't leak into the total."""
+    # BEGIN TASK total
+    total = ce
+    if zloss_weight > 0:
+        total = total + zloss_weight * zloss
+    if next_embed_weight > 0:
+        total = total + next_embed_weight * next_embed
+    return total
+    # END TASK total
 
 
 def autoregressive_loss(model, tokens, *, mask_prob: float = 0.0, mask_mode: str = "replace",
@@ -96,26 +141,16 @@ def autoregressive_loss(model, tokens, *, mask_prob: float = 0.0, mask_mode: str
                 raise ValueError("fcm mask_positions hide position 0, leaving query 0 no key to attend to; "
                                  "keep column 0 False")
         mask = mask_positions if isinstance(mask_positions, Tensor) else Tensor(mask_positions, device=tokens.device)
-        if mask_mode == "replace":
-            inp = replace_masked(inp, mask)
-        elif mask_mode == "fcm":
-            hidden_keys = mask
-        else:
-            raise ValueError(f"mask_mode must be 'replace' or 'fcm', got {mask_mode!r}")
+        inp, tgt, hidden_keys = apply_mask(inp, tgt, mask, mask_mode)
 
     logits, lses, hidden = model(inp, hidden_keys)
     valid = tgt != PAD
     out = {"ce": cross_entropy(logits, tgt, valid), "zloss": attention_zloss(lses)}
     if model.next_embed is not None:
-        target = model.embed(tgt).detach()   # no gradient into the embedding through the target
-        out["next_embed"] = next_embed_loss(model.next_embed(hidden), target, valid, next_embed_kind)
+        out["next_embed"] = next_embed_loss(model.next_embed(hidden), model.embed(tgt), valid, next_embed_kind)
     else:
         out["next_embed"] = Tensor.zeros((), dtype=dtypes.float32, device=tokens.device)
-    total = out["ce"]
-    if zloss_weight > 0:
-        total = total + zloss_weight * out["zloss"]
-    if next_embed_weight > 0:
-        if model.next_embed is None:
-            raise ValueError("next_embed_weight > 0 needs a model built with a next-embed head")
-        total = total + next_embed_weight * out["next_embed"]
+    if next_embed_weight > 0 and model.next_embed is None:
+        raise ValueError("next_embed_weight > 0 needs a model built with a next-embed head")
+    total = total_loss(out["ce"], out["zloss"], out["next_embed"], zloss_weight, next_embed_weight)
     return {"total": total, **out}

@@ -36,6 +36,18 @@ class LayerNorm:
         return (x.layernorm(eps=1e-5) * self.weight).contiguous()
 
 
+def mask_scores(scores: Tensor, hidden_keys: Tensor | None = None) -> Tensor:
+    """Hide the keys a query may not see: -inf where key j > query i (causal) or, under fcm
+    masking, where key j is hidden. (B,H,T,T), (B,T) bool or None -> (B,H,T,T)"""
+    # BEGIN TASK fcm
+    B, _, T, _ = scores.shape
+    visible = Tensor.ones(T, T, dtype=dtypes.bool, device=scores.device).tril()  # (T,T) j <= i
+    if hidden_keys is not None:
+        visible = visible & hidden_keys.logical_not().reshape(B, 1, 1, T)      # (B,1,T,T)
+    return visible.where(scores, -math.inf)
+    # END TASK fcm
+
+
 class Attention:
     def __init__(self, dim: int, heads: int, dim_head: int, out_std: float):
         inner = heads * dim_head
@@ -53,11 +65,7 @@ class Attention:
         q = self.to_q(x).reshape(B, T, H, Dh).transpose(1, 2)  # (B,H,T,Dh)
         k = self.to_k(x).reshape(B, T, H, Dh).transpose(1, 2)
         v = self.to_v(x).reshape(B, T, H, Dh).transpose(1, 2)
-        scores = (q @ k.transpose(-1, -2)) * (Dh ** -0.5)       # (B,H,T,T)
-        visible = Tensor.ones(T, T, dtype=dtypes.bool, device=x.device).tril()  # (T,T) causal
-        if hidden_keys is not None:
-            visible = visible & hidden_keys.logical_not().reshape(B, 1, 1, T)
-        scores = visible.where(scores, -math.inf)
+        scores = mask_scores((q @ k.transpose(-1, -2)) * (Dh ** -0.5), hidden_keys)  # (B,H,T,T)
         lse = scores.logsumexp(-1)                              # (B,H,T)
         probs = (scores - lse.unsqueeze(-1)).exp().contiguous() # softmax, reusing the lse
         out = (probs @ v).transpose(1, 2).reshape(B, T, H * Dh)

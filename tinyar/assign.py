@@ -1,0 +1,139 @@
+"""Assignment 1: students write the loss pieces themselves. The library is the answer key.
+
+Each student region in tinyar/ sits between `# BEGIN TASK <id>` and `# END TASK <id>`
+inside a function. `make_tasks_file()` copies those functions (signature and docstring
+kept) into one file and turns every region into `raise NotImplementedError("<id>: ...")`.
+The committed copy lives in lessons/assignment/tasks.py; regenerate it with
+`python cli.py assign --out lessons/assignment --force`.
+"""
+from __future__ import annotations
+
+import ast
+import importlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+COMMITTED = Path(__file__).resolve().parent.parent / "lessons" / "assignment" / "tasks.py"
+BEGIN, END = re.compile(r"^(\s*)# BEGIN TASK (\w+)\s*$"), re.compile(r"^\s*# END TASK (\w+)\s*$")
+
+
+@dataclass(frozen=True)
+class Task:
+    id: str                   # task name, pytest marker and the stub's message prefix
+    module: str               # where the reference solution lives
+    functions: tuple[str, ...]  # the functions the student writes for it
+    points: int
+    todo: str                 # what to do and which lesson explains it (the stub's message)
+
+
+TASKS = (
+    Task("shift", "tinyar.loss", ("shift",), 10,
+         "return the inputs (B,T) and the next-token targets (B,T) of a (B,T+1) window (lesson 2, the shift)"),
+    Task("mask_positions", "tinyar.loss", ("choose_mask_positions",), 15,
+         "draw exactly num_masked(T, p) distinct positions per row from 1..T-1 with rng (lesson 6, masking)"),
+    Task("replace", "tinyar.loss", ("replace_masked", "apply_mask"), 10,
+         "put MASK into the masked inputs; targets stay; fcm returns the mask as hidden keys (lesson 6, masking)"),
+    Task("fcm", "tinyar.model", ("mask_scores",), 15,
+         "set scores to -inf where key j > query i or key j is hidden (lessons 4 and 6, attention and masking)"),
+    Task("cross_entropy", "tinyar.loss", ("cross_entropy",), 15,
+         "mean of -log softmax(logits)[tgt] over valid positions, stable at large logits (lesson 3, cross-entropy)"),
+    Task("zloss", "tinyar.loss", ("attention_zloss",), 15,
+         "sum the log-sum-exps over layers, then square, sum over heads, mean the rest (lesson 7, z-loss)"),
+    Task("next_embed", "tinyar.loss", ("next_embed_loss",), 15,
+         "mean squared / absolute error to the detached target over valid positions and dims (lesson 8, next-embed)"),
+    Task("total", "tinyar.loss", ("total_loss",), 5,
+         "ce plus each other component times its own weight (lesson 9, the training loop)"),
+)
+BY_ID = {t.id: t for t in TASKS}
+MAX_POINTS = sum(t.points for t in TASKS)
+
+HEADER = '''"""tinyar assignment 1: the pieces of an autoregressive language model's loss.
+
+Written by `python cli.py assign` from the reference solutions in tinyar/. Replace every
+`raise NotImplementedError(...)` with your code; keep the names and signatures. Your
+functions get tinygrad Tensors and return Tensors (choose_mask_positions: numpy arrays).
+The docstrings are the specification, lessons/README.md the explanations.
+
+Grade yourself from the repository root (each task runs on its own, with a time limit):
+    python cli.py grade path/to/tasks.py                 # every task: a table of points
+    python cli.py grade path/to/tasks.py --task shift    # one task
+    TINYAR_SUBMISSION=path/to/tasks.py python -m pytest tests/test_assign_tasks.py -m shift
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from tinygrad import Tensor, dtypes
+
+from tinyar.data import MASK, PAD
+from tinyar.loss import num_masked
+'''
+
+
+class TaskMarkerError(ValueError):
+    """The BEGIN/END TASK markers in the library are malformed."""
+
+
+def function_source(module: str, name: str) -> str:
+    """The source of one top-level function of a tinyar module, decorators included."""
+    path = Path(importlib.import_module(module).__file__)
+    text = path.read_text()
+    for node in ast.parse(text).body:
+        if isinstance(node, ast.FunctionDef) and node.name == name:
+            lines, start = text.splitlines(), min([node.lineno] + [d.lineno for d in node.decorator_list])
+            end = node.end_lineno           # the AST ends at the last statement: take the
+            while end < len(lines) and lines[end].strip().startswith("#") and \
+                    len(lines[end]) - len(lines[end].lstrip()) > node.col_offset:  # comments after it too
+                end += 1
+            return "\n".join(lines[start - 1:end]) + "\n"
+    raise TaskMarkerError(f"{path} has no top-level function {name}")
+
+
+def stub_function(src: str, task: Task, solution: bool = False) -> str:
+    """One function with its task region replaced by the NotImplementedError stub
+    (solution=True: the reference body kept, only the marker lines dropped)."""
+    out, inside = [], False
+    for line in src.splitlines():
+        if m := BEGIN.match(line):
+            if inside or m.group(2) != task.id:
+                raise TaskMarkerError(f"unexpected '# BEGIN TASK {m.group(2)}' in the source of task {task.id}")
+            inside = True
+            if not solution:
+                out.append(f'{m.group(1)}raise NotImplementedError("{task.id}: {task.todo}")')
+        elif m := END.match(line):
+            if not inside or m.group(1) != task.id:
+                raise TaskMarkerError(f"unexpected '# END TASK {m.group(1)}' in the source of task {task.id}")
+            inside = False
+        elif solution or not inside:
+            out.append(line)
+    if inside:
+        raise TaskMarkerError(f"'# BEGIN TASK {task.id}' has no '# END TASK {task.id}'")
+    if len(out) == len(src.splitlines()):
+        raise TaskMarkerError(f"no '# BEGIN TASK {task.id}' region in {task.module}: {src.split('(')[0]}")
+    return "\n".join(out) + "\n"
+
+
+def make_tasks_file(solution: bool = False) -> str:
+    """The student's file (every region stubbed), or with solution=True the answer key."""
+    parts = [HEADER]
+    for task in TASKS:
+        title = f"# ── task {task.id}: {task.points} points "
+        parts.append(f"\n\n{title}{'─' * (88 - len(title))}\n")
+        parts.append("\n\n".join(stub_function(function_source(task.module, name), task, solution)
+                                  for name in task.functions))
+    return "".join(parts)
+
+
+def reference_functions() -> dict[str, object]:
+    """Every graded function, taken from the library itself."""
+    return {name: getattr(importlib.import_module(t.module), name) for t in TASKS for name in t.functions}
+
+
+def library_regions() -> list[tuple[str, str]]:
+    """(file, task id) of every BEGIN TASK marker in tinyar/, to check none is unregistered."""
+    root = Path(__file__).resolve().parent
+    return [(p.name, m.group(2)) for p in sorted(root.glob("*.py")) if p.name != "assign.py"
+            for line in p.read_text().splitlines() if (m := BEGIN.match(line))]
+
