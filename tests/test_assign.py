@@ -1,0 +1,222 @@
+"""Assignment 1 end to end, both directions: the committed stubs are current and keep every
+signature; the reference scores full marks and the stubs score zero; each classic mistake
+(tests/assign_bugs/) fails exactly its own task, with a line that names the mistake; and
+grading survives submissions that hang, crash, exit, print a lot or don't even parse.
+
+The per-task checks themselves run in tests/test_assign_tasks.py (tagged `pytest -m <task>`).
+"""
+import ast
+import importlib
+import inspect
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tinyar.assign import BY_ID, COMMITTED, MAX_POINTS, TASKS, library_regions, make_tasks_file, reference_functions
+from tinyar.assign_grade import load_functions, run_task
+
+ROOT = Path(__file__).resolve().parent.parent
+BUGS = Path(__file__).resolve().parent / "assign_bugs"
+# each buggy submission -> the one task it must fail, and words its reason must contain
+BUG_TASK = {
+    "shift_off_by_one.py": ("shift", "off by one"),
+    "mask_position_zero.py": ("mask_positions", "position 0 was masked"),
+    "replace_masks_targets.py": ("replace", "targets were masked instead of the inputs"),
+    "fcm_hides_queries.py": ("fcm", "hidden as queries"),
+    "ce_counts_pad.py": ("cross_entropy", "PAD targets were counted"),
+    "ce_unstable_softmax.py": ("cross_entropy", "1000x logits"),
+    "zloss_squared_per_layer.py": ("zloss", "squared before summing over layers"),
+    "next_embed_not_detached.py": ("next_embed", "detach"),
+    "total_swapped_weights.py": ("total", "weights are swapped"),
+}
+
+
+def cli(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=1200)
+
+
+def name(submission: str) -> str:
+    """A student's name: the file's stem, or the folder's name for a folder/tasks.py."""
+    p = Path(submission)
+    return p.parent.name if p.name == "tasks.py" else p.stem
+
+
+# ── the stubs ────────────────────────────────────────────────────────────────────────────
+
+def test_committed_stubs_are_up_to_date():
+    assert COMMITTED.read_text() == make_tasks_file(), \
+        "lessons/assignment/tasks.py is out of date: run python cli.py assign --out lessons/assignment --force"
+
+
+def test_every_marked_region_is_a_registered_task_and_a_pytest_marker():
+    want = sorted((Path(importlib.import_module(t.module).__file__).name, t.id) for t in TASKS for _ in t.functions)
+    assert sorted(library_regions()) == want    # one region per graded function, none unregistered
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert all(f'"{task}: ' in pyproject for task in BY_ID)   # registered, so `pytest -m <task>` is clean
+    assert MAX_POINTS == 100
+
+
+def test_stubs_keep_signatures_and_docstrings_and_raise_with_the_task_id():
+    stub, ref = load_functions(COMMITTED), reference_functions()
+    for task in TASKS:
+        for name in task.functions:
+            assert inspect.signature(stub[name]) == inspect.signature(ref[name]), name
+            assert stub[name].__doc__ == ref[name].__doc__, name
+            body = ast.parse(inspect.getsource(stub[name])).body[0].body
+            raises = [s for s in body if isinstance(s, ast.Raise) and s.exc.func.id == "NotImplementedError"]
+            assert len(raises) == 1 and raises[0].exc.args[0].value.startswith(f"{task.id}: "), name
+            assert "lesson" in raises[0].exc.args[0].value
+            # nothing of the reference body leaks: every stub line is a reference line or the raise
+            ref_lines = set(inspect.getsource(ref[name]).splitlines())
+            extra = [l for l in inspect.getsource(stub[name]).splitlines() if l not in ref_lines]
+            assert len(extra) == 1 and "NotImplementedError" in extra[0], (name, extra)
+            assert len(inspect.getsource(stub[name])) < len(inspect.getsource(ref[name])) + 150
+
+
+# ── each classic mistake fails exactly its task (in this process: the reference's kernels are cached) ──
+
+def test_every_bug_file_is_listed():
+    assert sorted(p.name for p in BUGS.glob("*.py")) == sorted(BUG_TASK)
+
+
+@pytest.mark.parametrize("name", sorted(BUG_TASK))
+def test_classic_mistake_fails_exactly_its_task(name):
+    task, words = BUG_TASK[name]
+    results = {t.id: run_task(t.id, BUGS / name) for t in TASKS}
+    assert {k for k, r in results.items() if r["status"] != "passed"} == {task}, results
+    assert results[task]["status"] == "failed" and words in results[task]["reason"], results[task]
+
+
+# ── the grade command, as an instructor runs it ──────────────────────────────────────────
+
+def test_grade_a_folder_reference_full_marks_stubs_zero_bug_fails_its_task(tmp_path):
+    """One run over a class folder: the answer key, an untouched stub and the off-by-one shift."""
+    (tmp_path / "answer_key").mkdir()
+    (tmp_path / "answer_key" / "tasks.py").write_text(make_tasks_file(solution=True))
+    shutil.copy(COMMITTED, tmp_path / "untouched_stub.py")
+    shutil.copy(BUGS / "shift_off_by_one.py", tmp_path / "off_by_one.py")
+    r = cli("grade", str(tmp_path), "--json", "--jobs", "2")
+    assert r.returncode == 1, r.stderr
+    subs = {name(s["submission"]): s for s in json.loads(r.stdout)}
+    assert set(subs) == {"answer_key", "untouched_stub", "off_by_one"}
+    key, stub, bug = subs["answer_key"], subs["untouched_stub"], subs["off_by_one"]
+    assert key["score"] == key["max_score"] == 100 and {t["status"] for t in key["tasks"]} == {"passed"}
+    assert stub["score"] == 0 and {t["status"] for t in stub["tasks"]} == {"not implemented"}
+    assert [t["task"] for t in bug["tasks"] if t["status"] != "passed"] == ["shift"] and bug["score"] == 90
+    assert [t["task"] for t in key["tasks"]] == [t.id for t in TASKS]
+
+
+def test_grade_prints_a_table_with_the_reason_and_exits_nonzero():
+    r = cli("grade", str(BUGS / "total_swapped_weights.py"), "--task", "total")
+    assert r.returncode == 1, r.stderr
+    assert "failed" in r.stdout and "0/5" in r.stdout and "swapped" in r.stdout and "score 0/5" in r.stdout
+    r = cli("grade", "--reference", "--task", "total", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["tasks"][0]["status"] == "passed"
+
+
+def snapshot(*folders: Path) -> dict:
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for f in folders for p in f.rglob("*")}
+
+
+EVIL = '''
+import os, signal, sys, time
+from tinyar.loss import choose_mask_positions as reference_choose
+
+def shift(tokens):                      # hangs, with a child process of its own
+    import subprocess
+    child = subprocess.Popen(["sleep", "300"])
+    open(os.environ["EVIL_PID_FILE"], "w").write(str(child.pid))
+    while True:
+        time.sleep(0.1)
+
+def choose_mask_positions(rng, B, T, p):   # right, but prints ~6 MB and writes a file
+    for _ in range(20000):
+        print("chatter " * 40); print("chatter", file=sys.stderr)
+    open("written_by_submission.txt", "w").write("where does this land?")
+    return reference_choose(rng, B, T, p)
+
+def replace_masked(inp, mask):          # crashes the interpreter
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+def apply_mask(inp, tgt, mask, mode):
+    return replace_masked(inp, mask), tgt, None
+
+def cross_entropy(logits, tgt, valid):  # leaves without a word
+    os._exit(3)
+
+def total_loss(ce, zloss, next_embed, zloss_weight, next_embed_weight):
+    raise RuntimeError("boom")
+'''
+
+
+def test_grading_survives_hangs_crashes_exits_chatter_and_syntax_errors(tmp_path):
+    folder, pid_file = tmp_path / "class", tmp_path / "sleep.pid"
+    folder.mkdir()
+    (folder / "evil.py").write_text(EVIL)
+    (folder / "broken.py").write_text("def shift(tokens):\n    return (\n")
+    before = snapshot(ROOT / "tinyar", ROOT / "lessons")
+    tasks = [a for t in ("shift", "mask_positions", "replace", "cross_entropy", "total") for a in ("--task", t)]
+    r = cli("grade", str(folder), *tasks, "--timeout", "15", "--jobs", "2", "--json", env={"EVIL_PID_FILE": str(pid_file)})
+    assert r.returncode == 1, r.stderr
+    assert "chatter" not in r.stdout + r.stderr and len(r.stdout) < 20_000
+    subs = {name(s["submission"]): {t["task"]: t for t in s["tasks"]} for s in json.loads(r.stdout)}
+    evil, broken = subs["evil"], subs["broken"]
+    assert evil["shift"]["status"] == "failed" and "15 s time limit" in evil["shift"]["reason"]
+    stat = Path(f"/proc/{pid_file.read_text()}/stat")   # the hung task's own child was stopped too
+    assert not stat.exists() or stat.read_text().split(")")[1].split()[0] == "Z"   # gone, or dead awaiting reaping
+    assert evil["mask_positions"]["status"] == "passed"
+    assert evil["replace"]["status"] == "failed" and "SIGSEGV" in evil["replace"]["reason"]
+    assert evil["cross_entropy"]["status"] == "failed" and "exited with code 3" in evil["cross_entropy"]["reason"]
+    assert evil["total"]["reason"].startswith("RuntimeError: boom (evil.py line")
+    assert all(t["status"] == "failed" and "does not load: SyntaxError" in t["reason"] for t in broken.values())
+    # nothing written into the library, next to the submissions or in the repository
+    assert snapshot(ROOT / "tinyar", ROOT / "lessons") == before
+    assert sorted(p.name for p in folder.iterdir()) == ["broken.py", "evil.py"]
+    assert not (ROOT / "written_by_submission.txt").exists()
+
+
+def test_pytest_marker_selects_one_task_and_runs_it_on_a_submission():
+    base = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_assign_tasks.py"]
+    r = subprocess.run(base + ["-m", "zloss", "--collect-only"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0 and "1/8 tests collected" in r.stdout, r.stdout
+    r = subprocess.run(base + ["-m", "total"], cwd=ROOT, capture_output=True, text=True,
+                       env={**os.environ, "TINYAR_SUBMISSION": str(COMMITTED)})
+    assert r.returncode == 1 and "NotImplementedError: total:" in r.stdout, r.stdout
+
+
+# ── bad input: one line, exit 2 ──────────────────────────────────────────────────────────
+
+def test_assign_writes_a_workspace_and_never_overwrites_work(tmp_path):
+    r = cli("assign", "--out", str(tmp_path / "hw1"))
+    assert r.returncode == 0 and (tmp_path / "hw1" / "tasks.py").read_text() == make_tasks_file()
+    (tmp_path / "hw1" / "tasks.py").write_text("# my work")
+    r = cli("assign", "--out", str(tmp_path / "hw1"))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--force" in r.stderr
+    assert (tmp_path / "hw1" / "tasks.py").read_text() == "# my work"
+    r = cli("assign", "--out", str(tmp_path / "key"), "--solution")
+    assert r.returncode == 0 and (tmp_path / "key" / "tasks.py").read_text() == make_tasks_file(solution=True)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["missing.py"], "does not exist"),
+    (["pyproject.toml"], "not a Python file"),
+    (["--reference", "--task", "softmax"], "no task 'softmax'"),
+    (["tests/assign_bugs", "--timeout", "0"], "--timeout"),
+])
+def test_grade_bad_input_is_one_line(args, words):
+    r = cli("grade", *args)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and words in r.stderr and "Traceback" not in r.stderr
+
+
+def test_grade_empty_folder_and_default_path(tmp_path):
+    r = cli("grade", str(tmp_path))
+    assert r.returncode == 2 and "no submissions" in r.stderr
+    r = cli("grade", cwd=tmp_path)   # no PATH: ./tasks.py
+    assert r.returncode == 2 and "tasks.py does not exist" in r.stderr

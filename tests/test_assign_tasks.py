@@ -1,0 +1,30 @@
+"""The assignment's graded checks as pytest tests, one per task, tagged with the task id.
+
+    python -m pytest tests/test_assign_tasks.py                    # the library's reference solutions
+    TINYAR_SUBMISSION=hw1/tasks.py python -m pytest tests/test_assign_tasks.py -m zloss
+
+These run in this process (quick, but a looping submission hangs pytest); `python cli.py
+grade` runs the same checks with one process and a time limit per task.
+"""
+import os
+from pathlib import Path
+
+import pytest
+
+from tinyar.assign import BY_ID, TASKS
+from tinyar.assign_checks import CHECKS
+from tinyar.assign_grade import load_functions
+
+SUBMISSION = os.environ.get("TINYAR_SUBMISSION")   # a student's tasks.py; unset = the reference
+
+
+@pytest.fixture(scope="module")
+def functions() -> dict:
+    return load_functions(Path(SUBMISSION).resolve() if SUBMISSION else None)
+
+
+@pytest.mark.parametrize("task", [pytest.param(t.id, marks=getattr(pytest.mark, t.id)) for t in TASKS])
+def test_task(task, functions):
+    missing = [n for n in BY_ID[task].functions if n not in functions]
+    assert not missing, f"the submission defines no function {missing[0]}"
+    CHECKS[task](functions)   # raises Failed with one line saying what is wrong
