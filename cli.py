@@ -248,9 +248,11 @@ def grade_summary(sub: dict) -> str:
 @click.option("--task", "-t", "tasks", multiple=True, help="grade only this task (repeatable)")
 @click.option("--timeout", type=float, default=120.0, show_default=True, help="seconds each task may take")
 @click.option("--jobs", "-j", type=int, default=1, show_default=True, help="tasks graded at the same time")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="other random shapes and values for the checks (catches answers fitted to the default ones)")
 @click.option("--json", "as_json", is_flag=True, help="print the results as JSON (for a course's grading system)")
 @click.option("--device", default=None, help="tinygrad device the checks run on [default: DEV or tinygrad's pick]")
-def grade(path, reference, tasks, timeout, jobs, as_json, device):
+def grade(path, reference, tasks, timeout, jobs, seed, as_json, device):
     """Grade a student's tasks.py (default: ./tasks.py), a workspace folder, or a folder of
     submissions (one .py file or one folder with tasks.py each). Exit 0 only if all pass."""
     import os
@@ -278,7 +280,7 @@ def grade(path, reference, tasks, timeout, jobs, as_json, device):
     with progress:
         bar = progress.add_task("grade", total=len(subs) * (len(tasks) or len(BY_ID)), now="")
         done = lambda sub, r: progress.update(bar, advance=1, now=f"{sub.name if sub else 'reference'}: {r['task']}")
-        results = run_grade(subs, list(tasks) or None, timeout, jobs, on_result=done)
+        results = run_grade(subs, list(tasks) or None, timeout, jobs, seed, on_result=done)
     if as_json:
         click.echo(json.dumps(results[0] if single else results, indent=2))
     elif single:

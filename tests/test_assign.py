@@ -85,10 +85,16 @@ def test_every_bug_file_is_listed():
     assert sorted(p.name for p in BUGS.glob("*.py")) == sorted(BUG_TASK)
 
 
+def test_reference_passes_every_task_with_other_random_shapes():
+    results = {t.id: run_task(t.id, None, seed=1) for t in TASKS}   # seed 0 runs in test_assign_tasks.py
+    assert all(r["status"] == "passed" for r in results.values()), results
+
+
+@pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("name", sorted(BUG_TASK))
-def test_classic_mistake_fails_exactly_its_task(name):
+def test_classic_mistake_fails_exactly_its_task(name, seed):
     task, words = BUG_TASK[name]
-    results = {t.id: run_task(t.id, BUGS / name) for t in TASKS}
+    results = {t.id: run_task(t.id, BUGS / name, seed) for t in TASKS}
     assert {k for k, r in results.items() if r["status"] != "passed"} == {task}, results
     assert results[task]["status"] == "failed" and words in results[task]["reason"], results[task]
 
@@ -116,7 +122,7 @@ def test_grade_prints_a_table_with_the_reason_and_exits_nonzero():
     r = cli("grade", str(BUGS / "total_swapped_weights.py"), "--task", "total")
     assert r.returncode == 1, r.stderr
     assert "failed" in r.stdout and "0/5" in r.stdout and "swapped" in r.stdout and "score 0/5" in r.stdout
-    r = cli("grade", "--reference", "--task", "total", "--json")
+    r = cli("grade", "--reference", "--task", "total", "--seed", "5", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["tasks"][0]["status"] == "passed"
 

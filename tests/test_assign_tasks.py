@@ -2,6 +2,7 @@
 
     python -m pytest tests/test_assign_tasks.py                    # the library's reference solutions
     TINYAR_SUBMISSION=hw1/tasks.py python -m pytest tests/test_assign_tasks.py -m zloss
+    TINYAR_GRADE_SEED=3 ...                                        # other random shapes and values
 
 These run in this process (quick, but a looping submission hangs pytest); `python cli.py
 grade` runs the same checks with one process and a time limit per task.
@@ -12,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from tinyar.assign import BY_ID, TASKS
-from tinyar.assign_checks import CHECKS
+from tinyar.assign_checks import run_check
 from tinyar.assign_grade import load_functions
 
 SUBMISSION = os.environ.get("TINYAR_SUBMISSION")   # a student's tasks.py; unset = the reference
+SEED = int(os.environ.get("TINYAR_GRADE_SEED", "0"))
 
 
 @pytest.fixture(scope="module")
@@ -27,4 +29,4 @@ def functions() -> dict:
 def test_task(task, functions):
     missing = [n for n in BY_ID[task].functions if n not in functions]
     assert not missing, f"the submission defines no function {missing[0]}"
-    CHECKS[task](functions)   # raises Failed with one line saying what is wrong
+    run_check(task, functions, SEED)   # raises Failed with one line saying what is wrong

@@ -3,14 +3,15 @@
 A check gets the student's functions by name, calls them on small random inputs (fixed
 seeds, so grading is repeatable) and raises `Failed` with one line saying what is wrong.
 When a wrong value equals what a classic mistake produces, the line names the mistake.
-Oracles here use plain numpy in float64 and never call tinyar's own solutions.
+The oracles (tinyar/assign_oracles.py) are plain numpy and never call tinyar's solutions.
 """
 from __future__ import annotations
 
 import numpy as np
 from tinygrad import Tensor, dtypes
 
-MASK, PAD = 256, 257   # the token ids the assignment's docstrings promise (tinyar.data)
+from tinyar.assign_oracles import (MASK, PAD, ce_grad_oracle, ce_oracle, ce_terms, next_embed_oracle,
+                                   visible_oracle, zloss_oracle)
 
 
 class Failed(AssertionError):
@@ -68,58 +69,11 @@ def rows_without_0(rng: np.random.Generator, B: int, T: int, frac: float) -> np.
     return m
 
 
-# ── oracles (float64 numpy, loops where that is clearer) ─────────────────────────────────
+# ── one check per task: fns maps function names to the submission's functions ───────────
 
-def ce_terms(logits: np.ndarray, tgt: np.ndarray) -> np.ndarray:
-    """-log softmax(logits)[tgt] per position, via a max-shifted log-sum-exp. -> (B,T)"""
-    x = logits.astype(np.float64)
-    m = x.max(-1, keepdims=True)
-    lse = m[..., 0] + np.log(np.exp(x - m).sum(-1))
-    return lse - np.take_along_axis(x, tgt[..., None], -1)[..., 0]
-
-
-def ce_oracle(logits, tgt, valid) -> float:
-    return float(ce_terms(logits, tgt)[valid].mean())
-
-
-def ce_grad_oracle(logits, tgt, valid) -> np.ndarray:
-    x = logits.astype(np.float64)
-    p = np.exp(x - x.max(-1, keepdims=True))
-    p /= p.sum(-1, keepdims=True)
-    p[np.arange(x.shape[0])[:, None], np.arange(x.shape[1])[None], tgt] -= 1
-    return p * valid[..., None] / valid.sum()
-
-
-def zloss_oracle(lses: list[np.ndarray]) -> float:
-    B, H, T = lses[0].shape
-    total = 0.0
-    for b in range(B):
-        for i in range(T):
-            total += sum(sum(float(l[b, h, i]) for l in lses) ** 2 for h in range(H))
-    return total / (B * T)
-
-
-def next_embed_oracle(pred, target, valid, kind: str) -> float:
-    err = pred.astype(np.float64) - target
-    err = err ** 2 if kind == "mse" else np.abs(err)
-    return float(err[valid].mean())
-
-
-def visible_oracle(B: int, T: int, hidden: np.ndarray | None) -> np.ndarray:
-    """(B,T,T) bool: query i sees key j iff j <= i and key j is not hidden."""
-    vis = np.zeros((B, T, T), dtype=bool)
-    for b in range(B):
-        for i in range(T):
-            for j in range(i + 1):
-                vis[b, i, j] = hidden is None or not hidden[b, j]
-    return vis
-
-
-# ── one check per task ───────────────────────────────────────────────────────────────────
-
-def check_shift(fns) -> None:
+def check_shift(fns, rng: np.random.Generator) -> None:
     shift = fns["shift"]
-    B, T = 3, 7
+    B, T = int(rng.integers(2, 5)), int(rng.integers(4, 10))
     tokens = np.arange(B * (T + 1), dtype=np.int32).reshape(B, T + 1)  # arange: each target = input + 1
     inp, tgt = parts(shift(Tensor(tokens)), 2, "shift")
     inp = shaped(arr(inp, "inp"), (B, T), f"inp for a window of shape {tokens.shape}")
@@ -131,50 +85,49 @@ def check_shift(fns) -> None:
     if not (tgt == inp + 1).all():
         why = ": the targets equal the inputs (off by one)" if (tgt == inp).all() else ""
         raise Failed(f"on arange data every target must be its input + 1, got tgt[0] = {tgt[0].tolist()}{why}")
-    tokens = np.random.default_rng(1).integers(0, 258, (2, 11)).astype(np.int32)  # another shape, random ids
+    tokens = rng.integers(0, 258, (B + 1, T + 3)).astype(np.int32)   # another shape, random ids
     inp, tgt = (arr(t, "shift output") for t in parts(shift(Tensor(tokens)), 2, "shift"))
-    if inp.shape != (2, 10) or tgt.shape != (2, 10) or not ((inp == tokens[:, :-1]).all() and (tgt == tokens[:, 1:]).all()):
-        raise Failed("wrong inputs/targets for a (2, 11) window of random ids (hard-coded sizes?)")
+    if inp.shape != (B + 1, T + 2) or tgt.shape != (B + 1, T + 2) or \
+            not ((inp == tokens[:, :-1]).all() and (tgt == tokens[:, 1:]).all()):
+        raise Failed(f"wrong inputs/targets for a {tokens.shape} window of random ids (hard-coded sizes?)")
 
 
-def check_mask_positions(fns) -> None:
+def check_mask_positions(fns, rng: np.random.Generator) -> None:
     choose = fns["choose_mask_positions"]
+    seed = int(rng.integers(1 << 30))
 
     def draw(seed: int, B: int, T: int, p: float) -> np.ndarray:
         m = choose(np.random.default_rng(seed), B, T, p)
         if isinstance(m, Tensor):
             raise Failed("choose_mask_positions must return a numpy array (it runs on the host), got a Tensor")
-        m = np.asarray(m)
-        shaped(m, (B, T), f"the mask for B={B}, T={T}")
+        m = shaped(np.asarray(m), (B, T), f"the mask for B={B}, T={T}")
         if m.dtype != bool:
             raise Failed(f"the mask must be a bool array, got dtype {m.dtype}")
         return m
 
-    for B, T, p in [(4000, 9, 0.3), (3, 4, 0.99), (5, 6, 0.1), (2, 16, 0.5)]:
-        k = min(int(T * p), T - 1)
-        m = draw(7, B, T, p)
+    cases = [(4000, 9, 0.3), (3, 4, 0.99), (5, 6, 0.1), (int(rng.integers(2, 6)), int(rng.integers(2, 20)), rng.random())]
+    for B, T, p in cases:
+        k, m = min(int(T * p), T - 1), draw(seed, B, T, p)
         if m[:, 0].any():
             raise Failed(f"position 0 was masked in {int(m[:, 0].sum())} of {B} rows: choose from 1..T-1 only "
                          f"(position 0 stays visible)")
         if (bad := np.flatnonzero(m.sum(1) != k)).size:
             raise Failed(f"row {bad[0]} has {int(m[bad[0]].sum())} masked positions, expected exactly "
-                         f"min(floor(T*p), T-1) = {k} for T={T}, p={p} (distinct positions)")
-    m = draw(7, 4000, 9, 0.3)
-    rate, want = m[:, 1:].mean(0), 2 / 8                       # k=2 of the 8 positions 1..8
+                         f"min(floor(T*p), T-1) = {k} for T={T}, p={p:.3g} (distinct positions)")
+    rate, want = draw(seed, 4000, 9, 0.3)[:, 1:].mean(0), 2 / 8   # k=2 of the 8 positions 1..8
     j = int(np.abs(rate - want).argmax())
-    if abs(rate[j] - want) > 0.04:                              # > 5 standard deviations
+    if abs(rate[j] - want) > 0.04:                                  # > 5 standard deviations
         raise Failed(f"positions are not uniform over 1..T-1: position {j + 1} was masked in {rate[j]:.0%} "
                      f"of rows, expected {want:.0%}")
-    if not (draw(11, 50, 12, 0.25) == draw(11, 50, 12, 0.25)).all():
+    if not (draw(seed, 50, 12, 0.25) == draw(seed, 50, 12, 0.25)).all():
         raise Failed("the same rng seed gave different masks: draw every random number from the rng argument")
-    if (draw(11, 50, 12, 0.25) == draw(12, 50, 12, 0.25)).all():
+    if (draw(seed, 50, 12, 0.25) == draw(seed + 1, 50, 12, 0.25)).all():
         raise Failed("different rng seeds gave the same mask: draw the positions with the rng argument")
 
 
-def check_replace(fns) -> None:
+def check_replace(fns, rng: np.random.Generator) -> None:
     replace_masked, apply_mask = fns["replace_masked"], fns["apply_mask"]
-    rng = np.random.default_rng(2)
-    B, T = 3, 7
+    B, T = int(rng.integers(2, 5)), int(rng.integers(4, 10))
     tokens = rng.integers(0, 256, (B, T + 1)).astype(np.int32)
     inp, tgt = np.ascontiguousarray(tokens[:, :-1]), np.ascontiguousarray(tokens[:, 1:])
     mask = rows_without_0(rng, B, T, 0.4)
@@ -207,10 +160,9 @@ def check_replace(fns) -> None:
         raise Failed("fcm mode must return the mask itself (B,T) bool as hidden_keys")
 
 
-def check_fcm(fns) -> None:
+def check_fcm(fns, rng: np.random.Generator) -> None:
     mask_scores = fns["mask_scores"]
-    rng = np.random.default_rng(3)
-    B, H, T = 2, 3, 6
+    B, H, T = int(rng.integers(1, 4)), int(rng.integers(1, 5)), int(rng.integers(4, 9))
     scores = rng.standard_normal((B, H, T, T)).astype(np.float32)
     hidden = rows_without_0(rng, B, T, 0.4)
     hidden[:, 2] = True
@@ -236,13 +188,12 @@ def check_fcm(fns) -> None:
             raise Failed(f"{case}: the visible scores must stay unchanged")
 
 
-def check_cross_entropy(fns) -> None:
+def check_cross_entropy(fns, rng: np.random.Generator) -> None:
     ce = fns["cross_entropy"]
-    rng = np.random.default_rng(4)
-    B, T, V = 3, 5, 258
+    B, T, V = int(rng.integers(2, 5)), int(rng.integers(3, 8)), 258
     logits = (rng.standard_normal((B, T, V)) * 2).astype(np.float32)
     tgt = rng.integers(0, 256, (B, T)).astype(np.int32)
-    tgt[0, 3:], tgt[2, 4] = PAD, PAD
+    tgt[rng.random((B, T)) < 0.25], tgt[0, -1], tgt[:, 0] = PAD, PAD, 7   # some PAD, never a whole row
     valid = tgt != PAD
     terms = ce_terms(logits, tgt)
     mistakes = {"PAD targets were counted in the mean (average over valid positions only)": terms.mean(),
@@ -263,10 +214,10 @@ def check_cross_entropy(fns) -> None:
     close(got, ce_oracle(big, tgt, valid), "cross_entropy at 1000x logits")
 
 
-def check_zloss(fns) -> None:
+def check_zloss(fns, rng: np.random.Generator) -> None:
     zloss = fns["attention_zloss"]
-    rng = np.random.default_rng(5)
-    for depth, B, H, T in [(3, 2, 4, 5), (2, 3, 2, 4)]:
+    depth, B, H, T = int(rng.integers(2, 5)), int(rng.integers(1, 4)), int(rng.integers(2, 5)), int(rng.integers(2, 7))
+    for depth, B, H, T in [(depth, B, H, T), (depth + 1, B + 1, H, T + 1)]:   # two sizes: nothing hard-coded
         lses = [(rng.standard_normal((B, H, T)) + 1.5).astype(np.float32) for _ in range(depth)]
         s = np.sum(lses, axis=0, dtype=np.float64)
         mistakes = {"each layer was squared before summing over layers (sum the layers first, then square)":
@@ -278,13 +229,12 @@ def check_zloss(fns) -> None:
         close(got, zloss_oracle(lses), f"attention_zloss of {depth} layers of {(B, H, T)}", mistakes)
 
 
-def check_next_embed(fns) -> None:
+def check_next_embed(fns, rng: np.random.Generator) -> None:
     loss = fns["next_embed_loss"]
-    rng = np.random.default_rng(6)
-    B, T, D = 2, 5, 6
+    B, T, D = int(rng.integers(1, 4)), int(rng.integers(3, 8)), int(rng.integers(2, 9))
     pred, target = (rng.standard_normal((B, T, D)).astype(np.float32) for _ in range(2))
-    valid = np.ones((B, T), dtype=bool)
-    valid[0, 3:], valid[1, 4] = False, False
+    valid = rng.random((B, T)) > 0.3
+    valid[0, 0], valid[0, -1] = True, False
     p, t = Tensor(pred), Tensor(target)
     for kind in ("mse", "l1"):
         other = "l1" if kind == "mse" else "mse"
@@ -304,18 +254,24 @@ def check_next_embed(fns) -> None:
         raise Failed("the gradient w.r.t. pred is wrong" + (" (none reaches it)" if not np.abs(gp).any() else ""))
 
 
-def check_total(fns) -> None:
+def check_total(fns, rng: np.random.Generator) -> None:
     total_loss = fns["total_loss"]
-    ce, z, ne = 2.5, 7.25, 0.75
-    for zw, nw in [(0.37, 0.11), (0.0, 0.5), (1e-4, 0.0)]:
+    ce, z, ne = (float(v) for v in rng.uniform(0.5, 8, 3).astype(np.float32))
+    w1, w2 = (float(w) for w in rng.uniform(0.05, 0.9, 2))
+    for zw, nw in [(w1, w2), (0.0, w2), (w1, 0.0)]:
         mistakes = {"the weights are swapped (zloss_weight goes with zloss)": ce + nw * z + zw * ne,
                     "the components were added without their weights": ce + (zw > 0) * z + (nw > 0) * ne,
                     "the z-loss is missing": ce + nw * ne, "the next-embed loss is missing": ce + zw * z}
         got = total_loss(*(Tensor(v, dtype=dtypes.float32) for v in (ce, z, ne)), zw, nw)
-        close(scalar(got, "total_loss"), ce + zw * z + nw * ne, f"total with zloss_weight={zw}, "
-              f"next_embed_weight={nw}", mistakes)
+        close(scalar(got, "total_loss"), ce + zw * z + nw * ne,
+              f"total with zloss_weight={zw:.3g}, next_embed_weight={nw:.3g}", mistakes)
 
 
 CHECKS = {"shift": check_shift, "mask_positions": check_mask_positions, "replace": check_replace,
           "fcm": check_fcm, "cross_entropy": check_cross_entropy, "zloss": check_zloss,
           "next_embed": check_next_embed, "total": check_total}
+
+
+def run_check(task_id: str, fns: dict, seed: int = 0) -> None:
+    """Run one task's check; `seed` picks the random shapes and values (0: the default set)."""
+    CHECKS[task_id](fns, np.random.default_rng([seed, list(CHECKS).index(task_id)]))

@@ -3,7 +3,7 @@ temporary folder, with its output thrown away and a time limit, so a file that c
 loops or prints a lot fails only that task, and nothing is written next to the library.
 
     results = grade_submission(Path("hw/tasks.py"))    # parent side, one process per task
-    python -m tinyar.assign_grade TASK PATH RESULT.json  # child side (PATH '-' = the reference)
+    python -m tinyar.assign_grade TASK PATH RESULT.json SEED  # child side (PATH '-': the reference)
 """
 from __future__ import annotations
 
@@ -51,9 +51,9 @@ def describe(e: BaseException, path: Path | None) -> str:
     return msg + (f" ({path.name} line {where[-1].lineno})" if where else "")
 
 
-def run_task(task_id: str, path: Path | None) -> dict:
+def run_task(task_id: str, path: Path | None, seed: int = 0) -> dict:
     """Run one task's check in this process. -> {"status", "reason"}"""
-    from tinyar.assign_checks import CHECKS, Failed
+    from tinyar.assign_checks import Failed, run_check
     try:
         fns = load_functions(path)
     except BaseException as e:  # noqa: BLE001 — anything a student file does on import
@@ -61,7 +61,7 @@ def run_task(task_id: str, path: Path | None) -> dict:
     if missing := [n for n in BY_ID[task_id].functions if n not in fns]:
         return {"status": TODO, "reason": f"no function {missing[0]} in {path.name}"}
     try:
-        CHECKS[task_id](fns)
+        run_check(task_id, fns, seed)
     except NotImplementedError as e:
         return {"status": TODO, "reason": str(e).strip().splitlines()[0] if str(e).strip() else "NotImplementedError"}
     except Failed as e:
@@ -71,11 +71,11 @@ def run_task(task_id: str, path: Path | None) -> dict:
     return {"status": PASSED, "reason": ""}
 
 
-def child_main(task_id: str, path: str, result: str) -> None:
+def child_main(task_id: str, path: str, result: str, seed: str) -> None:
     sys.dont_write_bytecode = True
     quiet = os.open(os.devnull, os.O_WRONLY)          # a chatty submission can't flood anything
     os.dup2(quiet, 1), os.dup2(quiet, 2)
-    out = run_task(task_id, None if path == "-" else Path(path).resolve())
+    out = run_task(task_id, None if path == "-" else Path(path).resolve(), int(seed))
     Path(result).write_text(json.dumps(out))
 
 
@@ -91,14 +91,15 @@ def exit_reason(code: int, err: str) -> str:
     return f"the process exited with code {code} before finishing" + (f": {last[-1][:200]}" if last else "")
 
 
-def grade_task(task_id: str, path: Path | None, timeout: float = 120.0) -> dict:
+def grade_task(task_id: str, path: Path | None, timeout: float = 120.0, seed: int = 0) -> dict:
     """Run one task's check in a fresh process. -> {"task", "status", "points", "max_points", "reason", "seconds"}"""
     task, t0 = BY_ID[task_id], time.perf_counter()
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1",
            "PYTHONPATH": os.pathsep.join([str(LIBRARY_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     with tempfile.TemporaryDirectory(prefix="tinyar-grade-") as tmp:
         result, err = Path(tmp) / "result.json", Path(tmp) / "stderr.txt"
-        cmd = [sys.executable, "-m", "tinyar.assign_grade", task_id, "-" if path is None else str(path.resolve()), str(result)]
+        cmd = [sys.executable, "-m", "tinyar.assign_grade", task_id, "-" if path is None else str(path.resolve()),
+               str(result), str(seed)]
         with open(err, "w") as err_file:
             proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                     stderr=err_file, start_new_session=os.name == "posix")
@@ -131,14 +132,14 @@ def find_submissions(path: Path) -> list[Path]:
 
 
 def grade(paths: list[Path | None], tasks: list[str] | None = None, timeout: float = 120.0, jobs: int = 1,
-          on_result: Callable[[Path | None, dict], None] | None = None) -> list[dict]:
+          seed: int = 0, on_result: Callable[[Path | None, dict], None] | None = None) -> list[dict]:
     """Grade each submission (None = the library's reference) on each task, `jobs` processes
     at a time. -> one dict per submission: {"submission", "score", "max_score", "tasks": [...]}"""
     ids = tasks or [t.id for t in TASKS]
     work = [(p, t) for p in paths for t in ids]
 
     def one(item):
-        r = grade_task(item[1], item[0], timeout)
+        r = grade_task(item[1], item[0], timeout, seed)
         if on_result:
             on_result(item[0], r)
         return r
@@ -154,4 +155,4 @@ def grade(paths: list[Path | None], tasks: list[str] | None = None, timeout: flo
 
 
 if __name__ == "__main__":
-    child_main(*sys.argv[1:4])
+    child_main(*sys.argv[1:5])
