@@ -237,6 +237,27 @@ def grade_table(sub: dict) -> Table:
     return table
 
 
+def student_name(sub: Path) -> str:
+    """alice.py -> alice; bob/tasks.py -> bob."""
+    return sub.parent.name if sub.name == "tasks.py" else sub.stem
+
+
+def class_table(results: list[dict], path: Path) -> Table:
+    """One line per submission: score, how many tasks are not done, the failed ones and why."""
+    table = Table(title=Text(f"{path}: {len(results)} submissions"), expand=True)
+    for name in ("student", "score", "not done"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("failed (first reason)", no_wrap=True, overflow="ellipsis", ratio=1)
+    for sub in results:
+        failed = [r for r in sub["tasks"] if r["status"] == "failed"]
+        todo = sum(r["status"] == "not implemented" for r in sub["tasks"])
+        table.add_row(Text(student_name(Path(sub["submission"]))), f"{sub['score']}/{sub['max_score']}",
+                      "all" if todo == len(sub["tasks"]) else str(todo),
+                      Text(", ".join(r["task"] for r in failed) + f" ({failed[0]['reason']})", style="red")
+                      if failed else "")
+    return table
+
+
 def grade_summary(sub: dict) -> str:
     counts = {s: sum(r["status"] == s for r in sub["tasks"]) for s in GRADE_STYLE}
     return f"score {sub['score']}/{sub['max_score']} · " + " · ".join(f"{n} {s}" for s, n in counts.items())
@@ -287,13 +308,8 @@ def grade(path, reference, tasks, timeout, jobs, seed, as_json, device):
         console.print(grade_table(results[0]))
         console.print(grade_summary(results[0]))
     else:
-        table = Table("submission", "score", "passed", "failed", "not impl.", "first problem", title=Text(str(path)))
-        for sub in results:
-            bad = next((r for r in sub["tasks"] if r["status"] != "passed"), None)
-            table.add_row(Text(sub["submission"]), f"{sub['score']}/{sub['max_score']}",
-                          *(str(sum(r["status"] == s for r in sub["tasks"])) for s in GRADE_STYLE),
-                          Text(f"{bad['task']}: {bad['reason'].removeprefix(bad['task'] + ': ')}" if bad else ""))
-        console.print(table)
+        console.print(class_table(results, path))
+        console.print("reasons in full: python cli.py grade <one submission>, or --json for everything")
     sys.exit(0 if all(r["status"] == "passed" for sub in results for r in sub["tasks"]) else 1)
 
 

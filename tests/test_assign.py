@@ -11,8 +11,10 @@ import inspect
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -186,6 +188,23 @@ def test_grading_survives_hangs_crashes_exits_chatter_and_syntax_errors(tmp_path
     assert snapshot(ROOT / "tinyar", ROOT / "lessons") == before
     assert sorted(p.name for p in folder.iterdir()) == ["broken.py", "evil.py"]
     assert not (ROOT / "written_by_submission.txt").exists()
+
+
+def test_ctrl_c_stops_grading_and_every_process_it_started(tmp_path):
+    (tmp_path / "evil.py").write_text(EVIL)
+    pid_file = tmp_path / "sleep.pid"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "grade", str(tmp_path / "evil.py"), "--task", "shift"],
+                            cwd=ROOT, env={**os.environ, "EVIL_PID_FILE": str(pid_file)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(600):                          # until the hung task has started its own child
+        if pid_file.exists() and pid_file.read_text():
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "Traceback" not in err
+    stat = Path(f"/proc/{pid_file.read_text()}/stat")
+    assert not stat.exists() or stat.read_text().split(")")[1].split()[0] == "Z"
 
 
 def test_pytest_marker_selects_one_task_and_runs_it_on_a_submission():

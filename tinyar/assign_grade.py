@@ -2,8 +2,8 @@
 temporary folder, with its output thrown away and a time limit, so a file that crashes,
 loops or prints a lot fails only that task, and nothing is written next to the library.
 
-    results = grade_submission(Path("hw/tasks.py"))    # parent side, one process per task
-    python -m tinyar.assign_grade TASK PATH RESULT.json SEED  # child side (PATH '-': the reference)
+    grade([Path("hw1/tasks.py")])      # parent side: one process per task -> results
+    python -m tinyar.assign_grade TASK PATH RESULT.json SEED    # child side (PATH '-': the reference)
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +25,8 @@ from tinyar.assign import BY_ID, TASKS, reference_functions
 
 PASSED, FAILED, TODO = "passed", "failed", "not implemented"
 LIBRARY_ROOT = Path(__file__).resolve().parent.parent   # the folder holding the tinyar package
+RUNNING: set[subprocess.Popen] = set()                  # so Ctrl-C can stop every grading process
+RUNNING_LOCK = threading.Lock()
 
 
 # ── child side: load the file, run one check ─────────────────────────────────────────────
@@ -43,10 +46,10 @@ def load_functions(path: Path | None) -> dict:
 def describe(e: BaseException, path: Path | None) -> str:
     """'TypeError: message (tasks.py line 12)': the exception's first line and where in the
     submission it happened."""
-    lines = str(e).strip().splitlines()
-    msg = f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
     if isinstance(e, SyntaxError) and e.lineno:
         return f"{type(e).__name__}: {e.msg} ({Path(e.filename or '?').name} line {e.lineno})"
+    lines = str(e).strip().splitlines()
+    msg = f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
     where = [f for f in traceback.extract_tb(e.__traceback__) if path is not None and Path(f.filename) == path]
     return msg + (f" ({path.name} line {where[-1].lineno})" if where else "")
 
@@ -81,6 +84,13 @@ def child_main(task_id: str, path: str, result: str, seed: str) -> None:
 
 # ── parent side: one process per task ────────────────────────────────────────────────────
 
+def stop(proc: subprocess.Popen) -> None:
+    """Kill a grading process and everything it started (it leads its own process group)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL) if os.name == "posix" else proc.kill()
+    except (ProcessLookupError, PermissionError):
+        pass
+
 def exit_reason(code: int, err: str) -> str:
     if code < 0:
         try:
@@ -103,12 +113,17 @@ def grade_task(task_id: str, path: Path | None, timeout: float = 120.0, seed: in
         with open(err, "w") as err_file:
             proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                     stderr=err_file, start_new_session=os.name == "posix")
+            with RUNNING_LOCK:
+                RUNNING.add(proc)
             try:
                 code = proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL) if os.name == "posix" else proc.kill()
+                stop(proc)                  # the whole group: a hung task's own children too
                 proc.wait()
                 code = None
+            finally:
+                with RUNNING_LOCK:
+                    RUNNING.discard(proc)
         if code is None:
             out = {"status": FAILED, "reason": f"stopped at the {timeout:g} s time limit (an endless loop?)"}
         elif result.exists():
@@ -144,8 +159,17 @@ def grade(paths: list[Path | None], tasks: list[str] | None = None, timeout: flo
             on_result(item[0], r)
         return r
 
-    with ThreadPoolExecutor(max(1, jobs)) as pool:
+    pool = ThreadPoolExecutor(max(1, jobs))
+    try:
         results = list(pool.map(one, work))
+    except BaseException:               # Ctrl-C: stop every grading process, then give up
+        pool.shutdown(wait=False, cancel_futures=True)
+        with RUNNING_LOCK:
+            for proc in RUNNING:
+                stop(proc)
+        raise
+    finally:
+        pool.shutdown()
     out = []
     for i, p in enumerate(paths):
         rs = results[i * len(ids):(i + 1) * len(ids)]
