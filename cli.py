@@ -177,6 +177,12 @@ def train(corpus, device, out, resume, keep, force, sample_tokens, **fields):
         console.print(f"[bold]done[/] {trainer.step} steps in {elapsed:.0f} s · final total {last_train['total']:.4f}"
                       + (f" · val ce {last_val['val_ce']:.4f} ({last_val['val_bpb']:.3f} bits/byte)" if last_val else "")
                       + f" · checkpoint {ckpt.latest(out)}")
+        from tinyar.plot import PlotError, read_metrics, render_summary
+        try:   # the whole history in the folder, resumed parts included
+            console.print(render_summary(read_metrics(out).rows))
+            console.print(f"[dim]all curves: python cli.py plot {out}[/]", soft_wrap=True)
+        except PlotError:
+            pass
     if sample_tokens > 0:
         from tinyar.sample import Sampler
         text = Sampler(trainer.model).generate("\n", sample_tokens, temperature=0.8, top_k=40, seed=cfg.seed)
@@ -311,6 +317,33 @@ def grade(path, reference, tasks, timeout, jobs, seed, as_json, device):
         console.print(class_table(results, path))
         console.print("reasons in full: python cli.py grade <one submission>, or --json for everything")
     sys.exit(0 if all(r["status"] == "passed" for sub in results for r in sub["tasks"]) else 1)
+
+
+@cli.command("plot")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--metric", default=None, help="draw only this metric (several runs: default ce); "
+              "an unknown name lists the available ones")
+@click.option("--x", "xaxis", type=click.Choice(["step", "tokens"]), default="step", show_default=True,
+              help="x axis (tokens compares runs of different batch sizes)")
+@click.option("--height", type=click.IntRange(3, 60), default=8, show_default=True, help="lines per panel")
+@click.option("--png", type=click.Path(path_type=Path), default=None, help="also write the chart as a PNG image "
+              "(needs matplotlib: pip install -e '.[plot]')")
+def plot_cmd(runs, metric, xaxis, height, png):
+    """Loss curves of RUNS (run folders): one panel per component, or one metric overlaid."""
+    from tinyar.plot import PlotError, read_metrics, render, save_png
+    try:
+        loaded = [read_metrics(r) for r in runs]
+        for run in loaded:
+            for note in run.skipped:
+                click.echo(f"note: {run.name}: {note}", err=True)
+        console.print(render(loaded, metric, x=xaxis, height=height))
+        if png is not None:
+            w, h = save_png(loaded, png, metric, x=xaxis)
+            console.print(f"wrote {png} ({w}×{h} pixels)")
+    except PlotError as e:
+        fail(str(e))
+    except OSError as e:
+        fail(f"cannot write {png}: {e.strerror}")
 
 
 if __name__ == "__main__":
