@@ -31,7 +31,7 @@ PANELS = ("total", "ce", "zloss", "next_embed", "grad_norm", "lr")   # `plot RUN
 SUMMARY = ("ce", "zloss", "next_embed")                              # the end of `train`
 VAL_OF = {"ce": "val_ce"}   # validation points marked on a training panel
 TERM_COLORS = ("cyan", "magenta", "green", "yellow", "blue", "red")   # one per run
-PNG_WIDTH, PNG_PANEL, PNG_MARGIN, PNG_DPI = 8.0, 2.0, 0.8, 100      # inches; image = dpi × inches
+PNG_WIDTH, PNG_PANEL, PNG_MARGIN, PNG_DPI = 8.0, 2.2, 1.0, 100      # inches; image = dpi × inches
 
 
 class PlotError(ValueError):
@@ -199,8 +199,10 @@ def save_png(runs: list[Run], path: str | Path, metric: str | None = None, *, x:
         ax.set_yscale("log" if wants_log(m, np.concatenate([l.get_ydata() for l in ax.lines])) else "linear")
         ax.set_title(f"{m} · {ABOUT[m]}", loc="left", fontsize=10)
         ax.grid(alpha=0.3)
-        if len(ax.lines) > 1:
-            ax.legend(fontsize=8)
+        if len(ax.lines) > 1:   # one entry per label (every run's validation points share one)
+            handles, labels = ax.get_legend_handles_labels()
+            by_label = dict(zip(labels, handles))
+            ax.legend(by_label.values(), by_label.keys(), fontsize=8)
     axes[-1].set_xlabel(x)
     fig.suptitle(" vs ".join(r.name for r in runs), fontsize=11)
     k = same_rate(runs)

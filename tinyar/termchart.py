@@ -73,9 +73,40 @@ class Chart:
         W, H = max(options.max_width - 4 - gutter - 1, 8), self.height   # cells; the panel border takes 4
         xs = np.concatenate([c.x for c in self.curves])
         x0, x1 = float(xs.min()), float(max(xs.max(), xs.min() + 1))
+        # data -> dot coordinates: x in [0, 2W), y in [0, 4H) counted from the top
         px = lambda x: np.rint((np.asarray(x, np.float64) - x0) / (x1 - x0) * (2 * W - 1)).astype(int)
         py = lambda y: np.rint((hi - tf(np.asarray(y, np.float64))) / (hi - lo) * (4 * H - 1)).astype(int)
+        bits, color, marks = self._raster(px, py, W, H)
 
+        utf = (options.encoding or "utf-8").lower().startswith("utf")
+        tick, corner, rule, line_key, mark = ("┤", "└", "─", "━", MARK) if utf else ("|", "+", "-", "-", "o")
+        label_at = {0: labels[0], H // 2: labels[1], H - 1: labels[2]}
+        lines = []
+        for r in range(H):
+            line = Text(f"{label_at.get(r, ''):>{gutter - 1}} {tick}", style="dim")
+            for col in range(W):
+                if (r, col) in marks:
+                    line.append(mark, style=f"bold {marks[r, col]}")
+                elif bits[r, col]:
+                    line.append(chr(0x2800 + int(bits[r, col])) if utf else "*", style=color[r, col])
+                else:
+                    line.append(" ")
+            lines.append(line)
+        lines.append(Text(" " * gutter + corner + rule * W, style="dim"))
+        ticks = nice_ticks(x0, x1)
+        lines.append(self._axis(ticks, [si(t) for t in ticks], px, gutter, W, self.xlabel))
+        if self.x2 is not None:
+            lines.append(self._axis(ticks, [si(t * self.x2) for t in ticks], px, gutter, W, self.x2label))
+        if len(self.curves) > 1:
+            legend = {}   # one entry per label, in the first such curve's colour
+            for c in self.curves:
+                legend.setdefault(c.label, Text(f"{mark if c.points else line_key} {c.label}", style=c.color))
+            lines.append(Text(" " * gutter).append(Text("  ").join(legend.values())))
+        yield Panel(Group(*lines), title=self.title, title_align="left", expand=False)
+
+    def _raster(self, px, py, W: int, H: int):
+        """Dots of every line OR-ed into (H, W) braille bit masks, a colour per cell, and the
+        marker cells {(row, col): colour}."""
         bits, color, marks = np.zeros((H, W), dtype=np.int64), np.full((H, W), "", dtype=object), {}
         for c in self.curves:
             X, Y = px(c.x), py(c.y)
@@ -87,31 +118,7 @@ class Chart:
                 for x, y in zip(np.rint(np.linspace(xa, xb, n)).astype(int), np.rint(np.linspace(ya, yb, n)).astype(int)):
                     bits[y // 4, x // 2] |= DOT_BIT[y % 4, x % 2]
                     color[y // 4, x // 2] = c.color
-
-        utf = (options.encoding or "utf-8").lower().startswith("utf")
-        label_at = {0: labels[0], H // 2: labels[1], H - 1: labels[2]}
-        lines = []
-        for r in range(H):
-            line = Text(f"{label_at.get(r, ''):>{gutter - 1}} ┤" if utf else f"{label_at.get(r, ''):>{gutter - 1}} |",
-                        style="dim")
-            for col in range(W):
-                if (r, col) in marks:
-                    line.append(MARK if utf else "o", style=f"bold {marks[r, col]}")
-                elif bits[r, col]:
-                    line.append(chr(0x2800 + int(bits[r, col])) if utf else "*", style=color[r, col])
-                else:
-                    line.append(" ")
-            lines.append(line)
-        lines.append(Text(" " * gutter + ("└" + "─" * W if utf else "+" + "-" * W), style="dim"))
-        ticks = nice_ticks(x0, x1)
-        lines.append(self._axis(ticks, [si(t) for t in ticks], px, gutter, W, self.xlabel))
-        if self.x2 is not None:
-            lines.append(self._axis(ticks, [si(t * self.x2) for t in ticks], px, gutter, W, self.x2label))
-        legend = {c.label: c for c in reversed(self.curves)}   # one entry per label, the first curve's colour
-        if len(self.curves) > 1:
-            lines.append(Text(" " * gutter).append(Text("  ").join(
-                Text(f"{MARK if c.points else '━'} {label}", style=c.color) for label, c in reversed(legend.items()))))
-        yield Panel(Group(*lines), title=self.title, title_align="left", expand=False)
+        return bits, color, marks
 
     @staticmethod
     def _axis(ticks: np.ndarray, labels: list[str], px, gutter: int, W: int, name: str) -> Text:
