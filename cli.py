@@ -330,8 +330,10 @@ def grade(path, reference, tasks, timeout, jobs, seed, as_json, device):
               "(needs matplotlib: pip install -e '.[plot]')")
 def plot_cmd(runs, metric, xaxis, height, png):
     """Loss curves of RUNS (run folders): one panel per component, or one metric overlaid."""
-    from tinyar.plot import PlotError, read_metrics, render, save_png
+    from tinyar.plot import PlotError, read_metrics, render, require_matplotlib, save_png
     try:
+        if png is not None:
+            require_matplotlib()   # before drawing anything
         loaded = [read_metrics(r) for r in runs]
         for run in loaded:
             for note in run.skipped:

@@ -192,7 +192,7 @@ def test_png_without_matplotlib_says_how_to_install(run_dir, tmp_path, monkeypat
     res = invoke("plot", run_dir, "--png", tmp_path / "x.png")
     assert res.exit_code == 2 and "Traceback" not in res.output
     assert "pip install matplotlib" in res.stderr and res.stderr.strip().count("\n") == 0
-    assert not (tmp_path / "x.png").exists()
+    assert not (tmp_path / "x.png").exists() and res.stdout == ""   # refused before drawing
 
 
 def test_summary_shows_ce_with_validation_and_each_aux_loss():

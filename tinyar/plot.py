@@ -136,7 +136,8 @@ def curves(runs: list[Run], metric: str, x: str, colors, val_color) -> list[Curv
     out = []
     for i, run in enumerate(runs):
         color = colors[i % len(colors)]
-        for m, label, points in ((metric, run.name if len(runs) > 1 else metric, False),
+        line = run.name if len(runs) > 1 else ("train" if metric in TRAIN_METRICS else metric)
+        for m, label, points in ((metric, line, False),
                                  (VAL_OF.get(metric), "validation", True)):
             steps, tokens, y = run.series(m) if m else (np.zeros(0),) * 3
             if len(y):
@@ -182,13 +183,20 @@ def render_summary(rows: list[dict]) -> RenderableType:
     return grid
 
 
-def save_png(runs: list[Run], path: str | Path, metric: str | None = None, *, x: str = "step") -> tuple[int, int]:
-    """The same panels as `render`, as an image PNG_WIDTH × (PNG_PANEL per panel + PNG_MARGIN)
-    inches at PNG_DPI. -> (width, height) in pixels"""
+def require_matplotlib():
+    """matplotlib's Figure, or a PlotError that says how to install it."""
     try:
         from matplotlib.figure import Figure
     except ImportError:
         raise PlotError("--png needs matplotlib: pip install matplotlib (or pip install -e '.[plot]')") from None
+    return Figure
+
+
+def save_png(runs: list[Run], path: str | Path, metric: str | None = None, *, x: str = "step") -> tuple[int, int]:
+    """The same panels as `render`, as an image PNG_WIDTH × (PNG_PANEL per panel + PNG_MARGIN)
+    inches at PNG_DPI. -> (width, height) in pixels"""
+    Figure = require_matplotlib()
+    from matplotlib.ticker import LogFormatter
     chosen, _ = choose(runs, metric)
     size = (PNG_WIDTH, PNG_PANEL * len(chosen) + PNG_MARGIN)
     fig = Figure(figsize=size, dpi=PNG_DPI, layout="constrained")
@@ -196,7 +204,10 @@ def save_png(runs: list[Run], path: str | Path, metric: str | None = None, *, x:
     for ax, m in zip(axes, chosen):
         for c in curves(runs, m, x, [f"C{i}" for i in range(10)], "black"):
             ax.plot(c.x, c.y, "o" if c.points else "-", color=c.color, label=c.label, ms=4, lw=1.3)
-        ax.set_yscale("log" if wants_log(m, np.concatenate([l.get_ydata() for l in ax.lines])) else "linear")
+        if wants_log(m, np.concatenate([line.get_ydata() for line in ax.lines])):
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(LogFormatter())   # 20, not 2×10¹
+            ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
         ax.set_title(f"{m} · {ABOUT[m]}", loc="left", fontsize=10)
         ax.grid(alpha=0.3)
         if len(ax.lines) > 1:   # one entry per label (every run's validation points share one)
