@@ -50,7 +50,8 @@ class Run:
 
     def series(self, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(steps, tokens, values) where the metric is finite. -> three (N,) float arrays"""
-        pts = [(r["step"], r.get("tokens", math.nan), r[metric]) for r in self.rows if finite(r.get(metric))]
+        pts = [(r["step"], r["tokens"] if finite(r.get("tokens")) else math.nan, r[metric])
+               for r in self.rows if finite(r.get(metric))]
         return tuple(np.array(col, dtype=np.float64) for col in zip(*pts)) if pts else (np.zeros(0),) * 3
 
     def available(self) -> list[str]:
@@ -140,6 +141,8 @@ def curves(runs: list[Run], metric: str, x: str, colors, val_color) -> list[Curv
         for m, label, points in ((metric, line, False),
                                  (VAL_OF.get(metric), "validation", True)):
             steps, tokens, y = run.series(m) if m else (np.zeros(0),) * 3
+            if x == "tokens" and not np.isfinite(tokens).all():
+                raise PlotError(f"{run.name} has rows without a token count; use --x step")
             if len(y):
                 c = val_color if points and len(runs) == 1 else color
                 out.append(Curve(label, tokens if x == "tokens" else steps, y, c, points))

@@ -30,12 +30,13 @@ class Curve:
     points: bool = False   # a marker at each point instead of a line
 
 
-def nice_ticks(lo: float, hi: float, n: int = 5) -> np.ndarray:
-    """About n round numbers (1, 2 or 5 × 10^k apart) inside [lo, hi]."""
+def nice_ticks(lo: float, hi: float, n: int = 5, integer: bool = False) -> np.ndarray:
+    """About n round numbers (1, 2 or 5 × 10^k apart) inside [lo, hi]; whole numbers if integer."""
     if hi <= lo:
         return np.array([lo])
     raw = (hi - lo) / (n - 1)
     step = min((m * 10.0 ** math.floor(math.log10(raw)) for m in (1, 2, 5, 10)), key=lambda s: abs(s - raw))
+    step = max(step, 1.0) if integer else step
     return np.arange(math.ceil(lo / step) * step, hi + step * 1e-9, step)
 
 
@@ -93,7 +94,7 @@ class Chart:
                     line.append(" ")
             lines.append(line)
         lines.append(Text(" " * gutter + corner + rule * W, style="dim"))
-        ticks = nice_ticks(x0, x1)
+        ticks = nice_ticks(x0, x1, integer=True)   # x counts steps or tokens
         lines.append(self._axis(ticks, [si(t) for t in ticks], px, gutter, W, self.xlabel))
         if self.x2 is not None:
             lines.append(self._axis(ticks, [si(t * self.x2) for t in ticks], px, gutter, W, self.x2label))
