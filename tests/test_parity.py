@@ -49,6 +49,8 @@ def tinyar_numbers(model, tokens, padded, fcm_positions, zloss_weight, next_embe
     """tinyar's side of every quantity make_fixture.reference computes, x-transformers' names
     for the gradients. tokens/padded (B,T+1) int, fcm_positions (B,T) bool (True = hidden key)."""
     x, xp = Tensor(tokens.astype(np.int32)), Tensor(padded.astype(np.int32))
+    if model.next_embed is None:
+        next_embed_weight = 0.0   # as in make_fixture.reference: no head, no term
     plain = autoregressive_loss(model, x)
     pad = autoregressive_loss(model, xp)                             # next_embed: mse
     fcm = autoregressive_loss(model, x, mask_positions=fcm_positions, mask_mode="fcm")
@@ -207,12 +209,24 @@ def test_shapes_tinyar_cannot_hold_are_named(fx):
         from_x_transformers(fx[1], heads=3)
 
 
+def test_one_head_without_output_projection_loads_the_identity(fx):
+    """x-transformers builds no to_out for heads=1; tinyar's to_out must then be the identity."""
+    weights = {k: v for k, v in fx[1].items() if not k.endswith("to_out.weight")}
+    model = from_x_transformers(weights, heads=1)
+    for block in model.blocks:
+        np.testing.assert_array_equal(block.attn.to_out.weight.numpy(), np.eye(32, dtype=np.float32))
+    with pytest.raises(ValueError, match="to_out"):
+        from_x_transformers(weights, heads=2)
+
+
 # ---------------------------------------------------------------- live (torch + x-transformers)
 
 LIVE_SHAPES = [  # fresh weights; the first reuses the fixture's shape (and tinygrad's generated code)
     dict(xt_shape="fixture", seed=1),
-    dict(dim=16, depth=1, heads=1, dim_head=64, vocab=300, seq_len=64, batch=2, next_embed=False, seed=2),
-    dict(dim=24, depth=3, heads=4, dim_head=6, vocab=258, seq_len=33, batch=2, next_embed=True, seed=3),
+    # one head: x-transformers has no output projection (dim_head must be dim), tinyar loads the identity
+    dict(dim=16, depth=1, heads=1, dim_head=16, vocab=300, seq_len=64, batch=2, next_embed=False, seed=2),
+    # x-transformers' default dim_head (64): attention wider than the residual stream
+    dict(dim=24, depth=3, heads=4, dim_head=64, vocab=258, seq_len=33, batch=2, next_embed=True, seed=3),
 ]
 
 

@@ -94,6 +94,11 @@ def from_x_transformers(state_dict, heads: int) -> Decoder:
         sd = {k[4:]: v for k, v in sd.items()}
     layers = {int(m.group(1)) for k in sd if (m := re.match(r"attn_layers\.layers\.(\d+)\.", k))}
     depth = (max(layers, default=0) + 2) // 2
+    if heads == 1:  # x-transformers leaves out a single head's output projection: it is the identity
+        for j in range(depth):
+            q, o = f"attn_layers.layers.{2 * j}.1.to_q.weight", f"attn_layers.layers.{2 * j}.1.to_out.weight"
+            if o not in sd and q in sd and sd[q].shape[0] == sd[q].shape[1]:
+                sd[o] = np.eye(sd[q].shape[0], dtype=np.float32)
     names = parameter_names(depth, any(k.startswith("to_next_embed_pred.") for k in sd))
     extra, missing = sorted(set(sd) - set(names)), sorted(set(names) - set(sd))
     if extra or missing:
