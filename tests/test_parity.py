@@ -113,7 +113,7 @@ def fx():
 def test_fixture_config_is_read_off_the_arrays(fx):
     cfg = fx[0].cfg
     assert (cfg.dim, cfg.depth, cfg.heads, cfg.head_dim, cfg.vocab, cfg.seq_len, cfg.use_next_embed) == \
-        (32, 2, 2, 16, 258, 16, True)
+        (16, 2, 2, 8, 258, 9, True)
 
 
 @pytest.mark.parametrize("key", ["ce", "ce_pad", "ce_fcm"])
@@ -189,11 +189,11 @@ def _edited(weights, drop=(), add=None):
      ["attn_layers.rotary_pos_emb.inv_freq", "pos_emb.emb.weight"], "rotary_pos_emb"),
     (("to_logits.weight",), {}, ["to_logits.weight"], "tie_embedding"),
     (("attn_layers.layers.1.1.ff.0.0.weight", "attn_layers.layers.1.1.ff.0.0.bias"),
-     {"attn_layers.layers.1.1.ff.0.proj.weight": np.zeros((256, 32)), "attn_layers.layers.1.1.ff.0.proj.bias": np.zeros(256)},
+     {"attn_layers.layers.1.1.ff.0.proj.weight": np.zeros((128, 16)), "attn_layers.layers.1.1.ff.0.proj.bias": np.zeros(128)},
      ["attn_layers.layers.1.1.ff.0.proj.weight", "attn_layers.layers.1.1.ff.0.0.weight"], "ff_glu"),
-    ((), {"post_emb_norm.gamma": np.zeros(32)}, ["post_emb_norm.gamma"], "post_emb_norm"),
-    ((), {"attn_layers.layers.2.1.to_q.bias": np.zeros(32)}, ["attn_layers.layers.2.1.to_q.bias"], "biases in attention"),
-    ((), {"memory_tokens": np.zeros((2, 32))}, ["memory_tokens"], "num_memory_tokens"),
+    ((), {"post_emb_norm.gamma": np.zeros(16)}, ["post_emb_norm.gamma"], "post_emb_norm"),
+    ((), {"attn_layers.layers.2.1.to_q.bias": np.zeros(16)}, ["attn_layers.layers.2.1.to_q.bias"], "biases in attention"),
+    ((), {"memory_tokens": np.zeros((2, 16))}, ["memory_tokens"], "num_memory_tokens"),
 ])
 def test_unsupported_options_are_named(fx, drop, add, names, hint):
     with pytest.raises(ValueError) as e:
@@ -204,7 +204,7 @@ def test_unsupported_options_are_named(fx, drop, add, names, hint):
 def test_shapes_tinyar_cannot_hold_are_named(fx):
     ff = "attn_layers.layers.1.1.ff.0.0.weight"
     with pytest.raises(ValueError, match=ff.replace(".", r"\.")):  # ff_mult=2
-        from_x_transformers(_edited(fx[1], add={ff: np.zeros((64, 32), np.float32)}), heads=2)
+        from_x_transformers(_edited(fx[1], add={ff: np.zeros((32, 16), np.float32)}), heads=2)
     with pytest.raises(ValueError, match="heads=3"):
         from_x_transformers(fx[1], heads=3)
 
@@ -214,7 +214,7 @@ def test_one_head_without_output_projection_loads_the_identity(fx):
     weights = {k: v for k, v in fx[1].items() if not k.endswith("to_out.weight")}
     model = from_x_transformers(weights, heads=1)
     for block in model.blocks:
-        np.testing.assert_array_equal(block.attn.to_out.weight.numpy(), np.eye(32, dtype=np.float32))
+        np.testing.assert_array_equal(block.attn.to_out.weight.numpy(), np.eye(16, dtype=np.float32))
     with pytest.raises(ValueError, match="to_out"):
         from_x_transformers(weights, heads=2)
 
