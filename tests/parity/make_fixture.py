@@ -93,7 +93,8 @@ def reference(net, tokens: np.ndarray, padded: np.ndarray, seed: int = 0) -> dic
         out["logits"], out["zloss"] = logits.numpy(), inter.attn_z_loss.item()
         # the wrapper runs the net on all T+1 tokens; causal attention makes the first T the same
         whole = net(x)[:, :-1].numpy()
-        assert np.abs(whole - out["logits"]).max() < 1e-9 * np.abs(whole).max(), "causality broken?"
+        tol = 1e-9 if logits.dtype == torch.float64 else 1e-5
+        assert np.abs(whole - out["logits"]).max() < tol * np.abs(whole).max(), "causality broken?"
         _, inter = net(inp, self_attn_kv_mask=keep, return_attn_z_loss=True, attn_z_loss_weight=1.0)
         out["zloss_fcm"] = inter.attn_z_loss.item()
         if net.add_continuous_pred_head:
