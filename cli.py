@@ -97,7 +97,9 @@ def cli():
 @click.option("--keep", type=int, default=3, show_default=True, help="checkpoints to keep")
 @click.option("--force", is_flag=True, help="start over in an existing run folder")
 @click.option("--sample-tokens", type=int, default=200, show_default=True, help="length of the final sample")
-def train(corpus, device, out, resume, keep, force, sample_tokens, **fields):
+@click.option("--eval-sample-tokens", type=int, default=80, show_default=True,
+              help="length of the one-line sample after each validation (0 = off)")
+def train(corpus, device, out, resume, keep, force, sample_tokens, eval_sample_tokens, **fields):
     """Train on CORPUS (any file; default: this Python's standard-library sources)."""
     from tinyar import checkpoint as ckpt
     from tinyar.devices import DeviceError, use_device
@@ -149,6 +151,8 @@ def train(corpus, device, out, resume, keep, force, sample_tokens, **fields):
                   + (f" · masking {cfg.mask_prob:g} ({cfg.mask_mode})" if cfg.mask_prob else "")
                   + " · the first step compiles kernels (tens of seconds)")
 
+    from tinyar.sample import Sampler
+    sampler = Sampler(trainer.model)  # compiles on first use; then follows the weights as they train
     save = lambda t: ckpt.save(out, t.step, t.state_arrays(), t.state_meta(), keep=keep)
     t0, last_train, last_val = time.perf_counter(), None, None
     tables = (Table(*TRAIN_HEADERS, title="training"), Table(*VAL_HEADERS, title="validation"))
@@ -171,6 +175,9 @@ def train(corpus, device, out, resume, keep, force, sample_tokens, **fields):
                 tables[1].add_row(*cols)
                 if live is None:
                     console.print("val  " + "  ".join(f"{h} {c}" for h, c in zip(VAL_HEADERS, cols)), soft_wrap=True)
+                if eval_sample_tokens > 0:
+                    text = sampler.generate("\n", eval_sample_tokens, temperature=0.8, top_k=40, seed=cfg.seed)
+                    console.print(f"sample @ {row['step']}: {text!r}", markup=False, highlight=False, soft_wrap=True)
 
     elapsed = time.perf_counter() - t0
     if last_train:
@@ -184,8 +191,7 @@ def train(corpus, device, out, resume, keep, force, sample_tokens, **fields):
         except PlotError:
             pass
     if sample_tokens > 0:
-        from tinyar.sample import Sampler
-        text = Sampler(trainer.model).generate("\n", sample_tokens, temperature=0.8, top_k=40, seed=cfg.seed)
+        text = sampler.generate("\n", sample_tokens, temperature=0.8, top_k=40, seed=cfg.seed)
         console.print(Panel(Text(text), title="sample (temperature 0.8, top-k 40)", expand=False)) \
             if console.is_terminal else console.print("sample:\n" + text, markup=False, highlight=False)
 
@@ -346,6 +352,73 @@ def plot_cmd(runs, metric, xaxis, height, png):
         fail(str(e))
     except OSError as e:
         fail(f"cannot write {png}: {e.strerror}")
+
+
+def read_prompt_file(name: str) -> bytes:
+    if name == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(name).read_bytes()
+    except OSError as e:
+        fail(f"cannot read --prompt-file {name}: {e.strerror}")
+
+
+@cli.command()
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--prompt", default="\n", show_default="a newline", help="text to continue")
+@click.option("--prompt-file", default=None,
+              help="continue this file's raw bytes instead of --prompt ('-' reads stdin)")
+@click.option("--max-new-tokens", type=int, default=200, show_default=True, help="bytes to generate at most")
+@click.option("--temperature", type=float, default=1.0, show_default=True, help="divides the logits; 0 = greedy")
+@click.option("--greedy", is_flag=True, help="always take the most likely byte (same as --temperature 0)")
+@click.option("--top-k", type=int, default=None, help="keep only the k most likely bytes")
+@click.option("--top-p", type=float, default=None, help="keep the most likely bytes up to this total probability")
+@click.option("--min-p", type=float, default=None, help="keep bytes at least this fraction as likely as the best")
+@click.option("--stop", default=None, help="stop when this text appears (it is not printed)")
+@click.option("--seed", type=int, default=None, help="same seed, same text [default: random, printed at the end]")
+@click.option("--no-cache", is_flag=True, help="re-run the whole context for every byte (slower, same text)")
+@click.option("--slide", type=int, default=None,
+              help="when the context is full, drop this many oldest bytes [default: seq_len/2; 1 = nanoGPT's window]")
+@click.option("--compare-cache", is_flag=True, help="generate with and without the KV cache; print both speeds")
+@click.option("--device", default=None, help="tinygrad device, e.g. CPU, CL, CUDA, METAL [default: DEV or tinygrad's pick]")
+def sample(run, prompt, prompt_file, max_new_tokens, temperature, greedy, top_k, top_p, min_p, stop, seed,
+           no_cache, slide, compare_cache, device):
+    """Continue a prompt with the newest checkpoint in the run folder RUN, streaming the text."""
+    import secrets
+
+    from tinyar.checkpoint import CheckpointError
+    from tinyar.devices import DeviceError, use_device
+    from tinyar.sample import SampleError, Sampler, check_settings, compare_cache as compare, load_model, to_bytes
+
+    seed = secrets.randbelow(2**31) if seed is None else seed
+    settings = dict(temperature=0.0 if greedy else temperature, top_k=top_k, top_p=top_p, min_p=min_p, stop=stop)
+    try:
+        check_settings(**settings)
+        if max_new_tokens < 1:
+            fail(f"--max-new-tokens must be at least 1 (got {max_new_tokens})")
+        data = read_prompt_file(prompt_file) if prompt_file else to_bytes(prompt)
+        if not data:
+            fail(f"the prompt {'file ' + prompt_file + ' ' if prompt_file else ''}is empty; "
+                 f"give at least one character, e.g. --prompt $'\\n'")
+        use_device(device)
+        model, path = load_model(run)
+        sampler = Sampler(model, cache=not no_cache, slide=slide)
+        if compare_cache:
+            speeds = compare(model, data, max_new_tokens, slide=slide, seed=seed, **settings)
+            click.echo(f"{max_new_tokens} new tokens, seq_len {model.cfg.seq_len}, slide {sampler.window.slide}: "
+                       f"{speeds['cache']:,.1f} tok/s with the KV cache, {speeds['no cache']:,.1f} tok/s without "
+                       f"({speeds['cache'] / speeds['no cache']:.1f}x); same text: {speeds['same']}")
+            return
+        click.echo(data.decode("utf-8", errors="replace"), nl=False, color=False)
+        t0 = time.perf_counter()
+        for piece in sampler.stream(data, max_new_tokens, seed=seed, **settings):
+            click.echo(piece, nl=False)  # echo flushes, so the text streams
+        click.echo("")
+    except (SampleError, CheckpointError, DeviceError) as e:
+        fail(str(e))
+    n, took = len(sampler.tokens), time.perf_counter() - t0
+    click.echo(f"[{n} tokens in {took:.1f} s (compiling included) · seed {seed} · "
+               f"{'no cache' if no_cache else f'KV cache, slide {sampler.window.slide}'} · {path.name}]", err=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,98 @@
+"""The context a model generates from, run with a fixed-shape KV cache (or without one).
+
+The model learned *absolute* position embeddings over windows of T = seq_len tokens, so the
+context must start at position 0. When it is full it has to move, and then every cached key
+and value is stale (each was computed with its old position's embedding). So when the
+context is full we drop its oldest `slide` tokens and run the rest once more from position 0
+(a "prefill"); after that each new token costs one position until it is full again.
+slide=1 is the classic sliding window (nanoGPT): once full, every token re-runs the whole
+window. The default slide=T//2 re-runs it once every T/2 tokens. Without the cache the same
+contexts are re-run in full for every token, so both give the same logits (tests check 1e-5).
+
+Nothing recompiles per token: each layer caches keys and values in fixed (1,H,T,Dh) buffers;
+a step writes slot `pos` and attends to slots <= pos through a mask, not a slice, and `pos`
+is an input tensor. Three jitted functions, each compiled once: prefill (1,T), step (1,1),
+and the model's own forward (1,T) for the uncached path.
+"""
+from __future__ import annotations
+
+import numpy as np
+from tinygrad import Tensor, TinyJit, dtypes
+
+from tinyar.data import PAD
+from tinyar.model import Decoder
+
+
+class Window:
+    """The last <= T tokens, at positions 0..n-1. start() and append() return the logits (V,)
+    for the token that comes next; cache=False re-runs the whole window every time."""
+
+    def __init__(self, model: Decoder, cache: bool = True, slide: int | None = None):
+        cfg = model.cfg
+        self.model, self.cache, self.T = model, cache, cfg.seq_len
+        self.slide = slide or max(1, self.T // 2)
+        if not 1 <= self.slide < self.T:
+            raise ValueError(f"--slide must be between 1 and seq_len-1 = {self.T - 1} (got {slide})")
+        dev = model.tok_emb.device
+        shape = (1, cfg.heads, self.T, cfg.head_dim)  # (1,H,T,Dh)
+        self.keys = [Tensor.zeros(*shape, device=dev).contiguous().realize() for _ in model.blocks]
+        self.values = [Tensor.zeros(*shape, device=dev).contiguous().realize() for _ in model.blocks]
+        self.slots = Tensor(np.arange(self.T, dtype=np.int32), device=dev).realize()  # (T,)
+        self._prefill = TinyJit(self._cached_forward)  # (1,T) from position 0
+        self._step = TinyJit(self._cached_forward)     # (1,1) at position pos
+        self._full = TinyJit(lambda ids: model(ids)[0][0].realize())  # uncached (1,T) -> (T,V)
+        self.tokens: list[int] = []
+
+    def _cached_forward(self, ids: Tensor, pos: Tensor) -> Tensor:
+        """ids (1,S) at positions pos..pos+S-1 -> logits (S,V), writing their keys and values into
+        the cache. S is T (prefill, pos 0: every slot is rewritten) or 1 (one step at slot pos)."""
+        m, S, T = self.model, ids.shape[1], self.T
+        q_pos = pos + self.slots[:S]                                    # (S,)
+        visible = self.slots.reshape(1, T) <= q_pos.reshape(S, 1)      # (S,T) causal, by position
+        x = m.embed(ids) + m.pos_emb[q_pos].unsqueeze(0)               # (1,S,D)
+        for block, k_cache, v_cache in zip(m.blocks, self.keys, self.values):
+            a, h = block.attn, block.attn_norm(x)
+            q, k, v = (proj(h).reshape(1, S, a.heads, a.dim_head).transpose(1, 2)
+                       for proj in (a.to_q, a.to_k, a.to_v))            # (1,H,S,Dh)
+            if S < T:  # write the new key/value into slot pos, keep the others
+                here = (self.slots == pos).reshape(1, 1, T, 1)
+                k, v = here.where(k, k_cache), here.where(v, v_cache)  # (1,H,T,Dh)
+            k_cache.assign(k)
+            v_cache.assign(v)
+            scores = (q @ k.transpose(-1, -2)) * (a.dim_head ** -0.5)   # (1,H,S,T)
+            probs = visible.where(scores, -float("inf")).softmax(-1)
+            out = (probs @ v).transpose(1, 2).reshape(1, S, a.heads * a.dim_head)
+            x = x + a.to_out(out)
+            x = x + block.ff(block.ff_norm(x))
+        logits = m.head(m.norm(x))[0]                                  # (S,V)
+        Tensor.realize(logits, *self.keys, *self.values)
+        return logits
+
+    def _run_all(self) -> np.ndarray:
+        """Run the whole window from position 0, right-padded to T (causal attention keeps the
+        padding from reaching earlier positions). -> logits for the next token (V,)"""
+        n, dev = len(self.tokens), self.slots.device
+        padded = np.full((1, self.T), PAD, dtype=np.int32)
+        padded[0, :n] = self.tokens
+        ids = Tensor(padded, device=dev)
+        logits = self._prefill(ids, Tensor([0], dtype=dtypes.int32, device=dev)) if self.cache else self._full(ids)
+        return logits.numpy()[n - 1]
+
+    def start(self, ids) -> np.ndarray:
+        """Begin with the last T of `ids` (at least one). -> logits for the next token (V,)"""
+        self.tokens = [int(i) for i in ids][-self.T:]
+        if not self.tokens:
+            raise ValueError("the prompt is empty; give at least one character")
+        return self._run_all()
+
+    def append(self, token: int) -> np.ndarray:
+        """Add one token. -> logits for the token after it (V,)"""
+        if len(self.tokens) == self.T:  # full: move the window, which makes every cached key stale
+            self.tokens = self.tokens[self.slide:] + [token]
+            return self._run_all()
+        self.tokens.append(token)
+        if not self.cache:
+            return self._run_all()
+        dev, pos = self.slots.device, len(self.tokens) - 1
+        ids = Tensor([[token]], dtype=dtypes.int32, device=dev)
+        return self._step(ids, Tensor([pos], dtype=dtypes.int32, device=dev)).numpy()[0]
