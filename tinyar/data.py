@@ -5,6 +5,7 @@ Ids 0..255 are the bytes themselves; MASK and PAD come after them, so any file i
 from __future__ import annotations
 
 import glob
+import mmap
 import os
 import sysconfig
 from pathlib import Path
@@ -140,9 +141,15 @@ def corpus_files(specs: list[str | os.PathLike]) -> list[Path]:
 def open_bytes(files: list[Path]):
     """One file -> a read-only memory map (pages load only when a window touches them);
     several -> a `Files` concatenation. Either acts as a 1-D uint8 array."""
-    if len(files) == 1:
-        return np.memmap(files[0], dtype=np.uint8, mode="r") if files[0].stat().st_size else np.zeros(0, np.uint8)
-    return Files(files)
+    if len(files) > 1:
+        return Files(files)
+    if not files[0].stat().st_size:
+        return np.zeros(0, np.uint8)
+    with open(files[0], "rb") as f:
+        m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    if hasattr(m, "madvise"):  # windows are random: read ahead nothing (else each window pulls in ~MBs)
+        m.madvise(mmap.MADV_RANDOM)
+    return np.frombuffer(m, np.uint8)
 
 
 def copy_stream(stream, dest: Path, chunk: int = 1 << 20) -> Path:
