@@ -183,6 +183,30 @@ def prepare_run_dir(out: Path, resuming: bool, force: bool) -> None:
         fail(f"cannot write to run folder {out}: {e.strerror}; pick another --out")
 
 
+def divergence_message(e, cfg: Config, out: Path, corpus: tuple[str, ...], good: Path | None) -> str:
+    """Which number blew up at which step, what was kept, and what to change."""
+    values = " (" + ", ".join(f"{k} {e.row[k]:.4g}" for k in ("ce", "zloss", "next_embed", "total", "grad_norm")) \
+        + ")" if e.row else ""
+    lower = ["--lr", f"{cfg.lr / 3:.2g}"]
+    advice = f"lower --lr (now {cfg.lr:g}, e.g. {' '.join(lower)})" + (
+        f" or --zloss (now {cfg.zloss_weight:g})" if cfg.zloss_weight else
+        ", or add --zloss 1e-4 to keep attention logits small")
+    where = (f"kept the last good checkpoint {good}; rewind to it with: "
+             f"{command_line('train', '--resume', str(out), *lower)}" if good else
+             f"no checkpoint was saved before it; start over with: "
+             f"{command_line('train', *corpus, '--out', str(out), '--force', *lower)}")
+    return f"{e}{values}; nothing after it was saved. {advice}. {where}"
+
+
+def stop_message(stop: StopOnSignal, step: int, steps: int, good: Path | None, resume_cmd: str) -> str:
+    name = signal.Signals(stop.signum).name
+    msg = (f"{name}: stopped during step {step + 1}, which was not saved" if stop.unfinished else
+           f"{name}: stopped after step {step} of {steps}")
+    if good:
+        return f"{msg}; checkpoint {good}\nresume with: {resume_cmd}"
+    return f"{msg}; no step finished, so nothing was saved\nstart again with: {command_line(*sys.argv[1:])}"
+
+
 def command_line(*args: str) -> str:
     script = sys.argv[0] if sys.argv[0].endswith(".py") else "cli.py"
     return shlex.join(["python", script, *args])
@@ -209,6 +233,7 @@ def train(corpus, device, out, resume, keep, force, sample_tokens, **fields):
     from tinyar.devices import DeviceError, use_device
 
     given = {k: v for k, v in fields.items() if v is not None}
+    given_corpus = bool(corpus)
     # 1. settings: fresh, or the resumed run's checkpoint plus what is given now
     meta, arrays, changed, path = None, None, [], None
     if resume is not None:
@@ -248,7 +273,9 @@ def train(corpus, device, out, resume, keep, force, sample_tokens, **fields):
         data = Corpus(files, cfg.seq_len) if files else Corpus(default_corpus(), cfg.seq_len, name="python stdlib sources")
         dev = use_device(device)
     except (CorpusError, DeviceError) as e:
-        fail(str(e))
+        remembered = resume is not None and not given_corpus and isinstance(e, CorpusError)
+        fail(f"{e}" + (f" (the run's remembered corpus); pass it again: "
+                       f"{command_line('train', 'CORPUS', '--resume', str(out))}" if remembered else ""))
     except OSError as e:
         fail(f"cannot copy stdin into {out}: {e.strerror}")
     if meta is not None and meta.get("corpus_bytes", len(data)) != len(data):
@@ -326,16 +353,7 @@ def train(corpus, device, out, resume, keep, force, sample_tokens, **fields):
             if stop() and not stop.unfinished and trainer.step > 0 and trainer.step != saved_step:
                 save(trainer)
     except Diverged as e:
-        good = ckpt.latest(out) if saved_step is not None else None
-        values = ", ".join(f"{k} {e.row[k]:.4g}" for k in ("ce", "zloss", "next_embed", "total", "grad_norm"))
-        lower = f"--lr {cfg.lr / 3:.2g}"
-        advice = f"lower --lr (now {cfg.lr:g}, e.g. {lower})" + (
-            f" or --zloss (now {cfg.zloss_weight:g})" if cfg.zloss_weight else
-            ", or add --zloss 1e-4 to keep attention logits small")
-        where = (f"kept the last good checkpoint {good}; rewind to it with: {command_line('train', '--resume', str(out), *lower.split())}"
-                 if good else f"no checkpoint was saved before it; start over with: "
-                              f"{command_line('train', *corpus, '--out', str(out), '--force', *lower.split())}")
-        fail(f"{e} ({values}); nothing after it was saved. {advice}. {where}", code=1)
+        fail(divergence_message(e, cfg, out, corpus, ckpt.latest(out) if saved_step is not None else None), code=1)
     except ckpt.CheckpointError as e:
         fail(str(e), code=1)
     except KeyboardInterrupt:
@@ -344,16 +362,7 @@ def train(corpus, device, out, resume, keep, force, sample_tokens, **fields):
              + (f"; resume from {good.name} with: {resume_cmd}" if good else ""), code=128 + (stop.signum or 2))
 
     if stop():
-        name, good = signal.Signals(stop.signum).name, ckpt.latest(out)
-        if stop.unfinished:
-            msg = f"{name}: stopped during step {trainer.step + 1}, which was not saved"
-        else:
-            msg = f"{name}: stopped after step {trainer.step} of {cfg.steps}"
-        if good:
-            msg += f"; checkpoint {good}\nresume with: {resume_cmd}"
-        else:
-            msg += f"; no step finished, so nothing was saved\nstart again with: {command_line(*sys.argv[1:])}"
-        click.echo(msg, err=True)
+        click.echo(stop_message(stop, trainer.step, cfg.steps, ckpt.latest(out), resume_cmd), err=True)
         sys.exit(128 + stop.signum)
 
     elapsed = time.perf_counter() - t0

@@ -24,12 +24,12 @@ COMPONENTS = ("total", "ce", "zloss", "next_embed")
 
 
 class Diverged(RuntimeError):
-    """A loss component or the gradient norm became NaN or inf. The weights are already spoiled
-    by this step, so nothing after the last checkpoint may be saved."""
+    """A loss component, the gradient norm or a weight became NaN or inf. The weights are spoiled
+    by then, so nothing after the last checkpoint may be saved."""
 
-    def __init__(self, step: int, component: str, row: dict):
+    def __init__(self, step: int, component: str, value: float, row: dict | None = None):
         self.step, self.component, self.row = step, component, row
-        super().__init__(f"training diverged at step {step}: {component} is {row[component]}")
+        super().__init__(f"training diverged at step {step}: {component} is {value}")
 
 
 def first_non_finite(row: dict) -> str | None:
@@ -130,8 +130,13 @@ class Trainer:
 
     # checkpoint state: everything that resuming needs, as numpy arrays + JSON-able metadata
     def state_arrays(self) -> dict[str, np.ndarray]:
+        """Everything to save, as numpy. Raises Diverged rather than hand out a NaN/inf state (an
+        update can overflow the weights while the loss of that step was still finite)."""
         arrays = {f"model.{k}": v.numpy() for k, v in get_state_dict(self.model).items()}
         arrays |= {f"optim.{k}": v.numpy() for k, v in get_state_dict(self.opt).items()}
+        for name, a in arrays.items():
+            if not np.isfinite(a).all():
+                raise Diverged(self.step, f"the weights ({name})", a[~np.isfinite(a)].flat[0])
         return arrays
 
     def state_meta(self) -> dict:
@@ -174,7 +179,7 @@ def train(trainer: Trainer, corpus: Corpus, *, on_checkpoint: Callable[[Trainer]
         step, steps_since = trainer.step, steps_since + 1
         bad = first_non_finite(row)
         if bad:
-            raise Diverged(step, bad, row)
+            raise Diverged(step, bad, row[bad], row)
         last = step == cfg.steps
         if step % cfg.log_every == 0 or last or step == 1:
             now = time.perf_counter()
