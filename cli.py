@@ -208,8 +208,9 @@ def stop_message(stop: StopOnSignal, step: int, steps: int, good: Path | None, r
 
 
 def command_line(*args: str) -> str:
-    script = sys.argv[0] if sys.argv[0].endswith(".py") else "cli.py"
-    return shlex.join(["python", script, *args])
+    """A `python cli.py ...` command line that works from the current folder."""
+    script = os.path.relpath(__file__)
+    return shlex.join(["python", script if not script.startswith("..") else os.path.abspath(__file__), *args])
 
 
 @cli.command()
