@@ -5,8 +5,12 @@ Thin on purpose: the library returns numbers, this file turns them into Rich tab
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import signal
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
@@ -17,8 +21,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from tinyar.config import Config, ConfigError
-from tinyar.data import Corpus, CorpusError, default_corpus
+from tinyar.config import Config, ConfigError, flag
+from tinyar.data import Corpus, CorpusError, copy_stream, default_corpus
 
 console = Console()
 
@@ -54,10 +58,31 @@ def config_options(f):
     return f
 
 
-def fail(msg: str) -> None:
-    """One line on stderr, exit code 2, no traceback."""
+def fail(msg: str, code: int = 2) -> None:
+    """One line on stderr, a non-zero exit code (2: bad input), no traceback."""
     click.echo(f"error: {msg}", err=True)
-    sys.exit(2)
+    sys.exit(code)
+
+
+class OneLineErrors(click.Group):
+    """Click's own usage errors (a bad option value, an unknown flag) as one line, like ours."""
+
+    def make_context(self, *args, **kwargs):
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as e:
+            self._fail(e)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as e:
+            self._fail(e)
+
+    @staticmethod
+    def _fail(e: click.UsageError) -> None:
+        where = f" (see: {e.ctx.command_path} --help)" if e.ctx else ""
+        fail(" ".join(e.format_message().split()) + where)
 
 
 def fmt(x: float | None) -> str:
@@ -83,51 +108,185 @@ def val_columns(row: dict) -> list[str]:
     return [str(row["step"]), fmt(row["val_ce"]), fmt(row["val_ppl"]), f"{row['val_bpb']:.3f}"]
 
 
-@click.group()
+@click.group(cls=OneLineErrors)
 def cli():
     """tinyar: train a tiny decoder and watch every loss component."""
 
 
+class StopOnSignal:
+    """SIGINT (Ctrl-C) and SIGTERM ask training to stop after the current step; a second signal
+    gives up at once (KeyboardInterrupt). Call it to ask whether a stop was requested."""
+
+    def __init__(self):
+        self.signum = None
+        self.unfinished = False  # the signal cut a step short (its update must not be saved)
+
+    def __enter__(self):
+        self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        # os.write, not print: a handler may interrupt a print that holds the stream's lock
+        os.write(2, f"\n{signal.Signals(signum).name}: finishing this step, then saving a checkpoint "
+                    f"(press Ctrl-C again to quit without saving)\n".encode())
+
+    def __call__(self) -> bool:
+        return self.signum is not None
+
+
+MODEL_SHAPE = ("dim", "depth", "heads", "dim_head", "seq_len", "vocab")  # fixed by the saved weights
+
+
+def resume_config(saved: Config, given: dict) -> tuple[Config, list[str]]:
+    """The run's saved config with the options given now; shape options can't change."""
+    for field in MODEL_SHAPE:
+        if field in given and given[field] != getattr(saved, field):
+            fail(f"{flag(field)} {given[field]} differs from the resumed run's {getattr(saved, field)}: a run keeps "
+                 f"its model shape; drop {flag(field)}, or start a new run in another --out")
+    cfg = saved.replace(**given)
+    if cfg.use_next_embed != saved.use_next_embed:
+        fail("--next-embed can't be switched on or off when resuming (it adds or removes the next-embed head); "
+             "start a new run instead")
+    changed = [f"{flag(k)} {getattr(saved, k)} -> {v}" for k, v in given.items() if getattr(saved, k) != v]
+    return cfg, changed
+
+
+def run_name(args: tuple[str, ...]) -> str:
+    if not args:
+        return "default"
+    if args[0] == "-":
+        return "stdin"
+    return "".join(c for c in Path(args[0]).stem if c.isalnum() or c in "._-") or "corpus"
+
+
+def prepare_run_dir(out: Path, resuming: bool, force: bool) -> None:
+    """Refuse an --out that can't hold a run; never start over on top of a run unless --force."""
+    from tinyar import checkpoint as ckpt
+    if out.exists() and not out.is_dir():
+        fail(f"--out {out} is a file, not a folder; pass a folder name (it is created if missing)")
+    if not resuming and out.is_dir() and ckpt.holds_run(out) and not force:
+        fail(f"{out} already holds a run; continue it with --resume {out}, or pass --force to start over "
+             f"(deletes its checkpoints and metrics)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        fail(f"cannot write to run folder {out}: {e.strerror}; pick another --out")
+
+
+def divergence_message(e, cfg: Config, out: Path, corpus: tuple[str, ...], good: Path | None) -> str:
+    """Which number blew up at which step, what was kept, and what to change."""
+    values = " (" + ", ".join(f"{k} {e.row[k]:.4g}" for k in ("ce", "zloss", "next_embed", "total", "grad_norm")) \
+        + ")" if e.row else ""
+    lower = ["--lr", f"{cfg.lr / 3:.2g}"]
+    advice = f"lower --lr (now {cfg.lr:g}, e.g. {' '.join(lower)})" + (
+        f" or --zloss (now {cfg.zloss_weight:g})" if cfg.zloss_weight else
+        ", or add --zloss 1e-4 to keep attention logits small")
+    where = (f"kept the last good checkpoint {good}; rewind to it with: "
+             f"{command_line('train', '--resume', str(out), *lower)}" if good else
+             f"no checkpoint was saved before it; start over with: "
+             f"{command_line('train', *corpus, '--out', str(out), '--force', *lower)}")
+    return f"{e}{values}; nothing after it was saved. {advice}. {where}"
+
+
+def stop_message(stop: StopOnSignal, step: int, steps: int, good: Path | None, resume_cmd: str) -> str:
+    name = signal.Signals(stop.signum).name
+    msg = (f"{name}: stopped during step {step + 1}, which was not saved" if stop.unfinished else
+           f"{name}: stopped after step {step} of {steps}")
+    if good:
+        return f"{msg}; checkpoint {good}\nresume with: {resume_cmd}"
+    return f"{msg}; no step finished, so nothing was saved\nstart again with: {command_line(*sys.argv[1:])}"
+
+
+def command_line(*args: str) -> str:
+    """A `python cli.py ...` command line that works from the current folder."""
+    script = os.path.relpath(__file__)
+    return shlex.join(["python", script if not script.startswith("..") else os.path.abspath(__file__), *args])
+
+
 @cli.command()
-@click.argument("corpus", required=False)
+@click.argument("corpus", nargs=-1)
 @config_options
 @click.option("--device", default=None, help="tinygrad device, e.g. CPU, CL, CPU:LLVM, CUDA, METAL [default: DEV or tinygrad's pick]")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="run folder [default: runs/<corpus name>]")
-@click.option("--resume", type=click.Path(path_type=Path), default=None, help="continue the run in this folder")
-@click.option("--keep", type=int, default=3, show_default=True, help="checkpoints to keep")
-@click.option("--force", is_flag=True, help="start over in an existing run folder")
+@click.option("--resume", type=click.Path(path_type=Path), default=None,
+              help="continue the run in this folder from its newest checkpoint (exactly: same losses as if never stopped)")
+@click.option("--keep", type=int, default=3, show_default=True, help="newest checkpoints to keep (at least 1)")
+@click.option("--force", is_flag=True, help="start over in a folder that holds a run (deletes its checkpoints)")
 @click.option("--sample-tokens", type=int, default=200, show_default=True, help="length of the final sample")
 @click.option("--eval-sample-tokens", type=int, default=80, show_default=True,
               help="length of the one-line sample after each validation (0 = off)")
 def train(corpus, device, out, resume, keep, force, sample_tokens, eval_sample_tokens, **fields):
-    """Train on CORPUS (any file; default: this Python's standard-library sources)."""
+    """Train on CORPUS: files, folders (every file below, sorted), glob patterns, or - for stdin,
+    read as one byte stream (default: this Python's standard-library sources).
+
+    Ctrl-C or SIGTERM stops after the current step, saves a checkpoint and prints the command
+    that resumes it. A resumed run remembers its corpus and settings; --steps (and --lr, the
+    logging intervals ...) may change, the model shape may not."""
     from tinyar import checkpoint as ckpt
     from tinyar.devices import DeviceError, use_device
 
     given = {k: v for k, v in fields.items() if v is not None}
+    given_corpus = bool(corpus)
+    # 1. settings: fresh, or the resumed run's checkpoint plus what is given now
+    meta, arrays, changed, path = None, None, [], None
+    if resume is not None:
+        if not resume.is_dir():
+            fail(f"--resume {resume} is not a run folder; pass the --out folder of an earlier run")
+        if out is not None and out.resolve() != resume.resolve():
+            fail(f"--out {out} and --resume {resume} name different folders; a resumed run stays in its folder")
+        path, out = ckpt.latest(resume), resume
+        if path is None:
+            fail(f"no checkpoint in {resume}; start a new run without --resume")
+        try:
+            saved, arrays, meta = ckpt.load(path)
+        except ckpt.CheckpointError as e:
+            older = ckpt.checkpoints(resume)[:-1]
+            fail(f"{e}" + (f" (the next newest is {older[-1].name})" if older else ""))
+        cfg, changed = resume_config(saved, given)
+        if cfg.steps <= meta["step"]:
+            fail(f"the run in {resume} is already at step {meta['step']} of {saved.steps}; pass --steps with a "
+                 f"larger number to train further")
+        corpus = corpus or tuple(meta.get("corpus", []))
+    else:
+        cfg = Config().replace(**given)
     try:
-        dev = use_device(device)
-        meta, arrays = None, None
-        if resume is not None:
-            path = ckpt.latest(resume)
-            if path is None:
-                fail(f"no checkpoint in {resume}; start a new run without --resume")
-            arrays, meta = ckpt.read_safetensors(path)
-            cfg = Config.from_dict(meta["config"]).replace(**{k: v for k, v in given.items() if k == "steps"})
-            out = resume
-        else:
-            cfg = Config().replace(**given)
         cfg.validate()
-        name = Path(corpus).stem if corpus else "default"
-        out = out or Path("runs") / name
-        if resume is None and ckpt.latest(out) is not None and not force:
-            fail(f"{out} already holds a run; continue it with --resume {out}, or pass --force to start over")
-        data = Corpus(corpus, cfg.seq_len) if corpus else \
-            Corpus(default_corpus(), cfg.seq_len, name="python stdlib sources")
-    except (ConfigError, CorpusError, DeviceError, ckpt.CheckpointError) as e:
+    except ConfigError as e:
         fail(str(e))
+    if keep < 1:
+        fail(f"--keep must be at least 1 (got {keep}): the newest checkpoint is what --resume continues from")
+    if sample_tokens < 0:
+        fail(f"--sample-tokens must be >= 0 (got {sample_tokens}); 0 skips the sample")
 
-    from tinyar.train import Trainer, train as train_loop
+    # 2. the run folder, then the corpus (stdin is copied into the run folder so a resume finds it)
+    out = out or Path("runs") / run_name(corpus)
+    prepare_run_dir(out, resuming=resume is not None, force=force)
+    try:
+        files = [str(copy_stream(sys.stdin.buffer, out / ckpt.STDIN_COPY)) if a == "-" else a for a in corpus]
+        data = Corpus(files, cfg.seq_len) if files else Corpus(default_corpus(), cfg.seq_len, name="python stdlib sources")
+        dev = use_device(device)
+    except (CorpusError, DeviceError) as e:
+        remembered = resume is not None and not given_corpus and isinstance(e, CorpusError)
+        fail(f"{e}" + (f" (the run's remembered corpus); pass it again: "
+                       f"{command_line('train', 'CORPUS', '--resume', str(out))}" if remembered else ""))
+    except OSError as e:
+        fail(f"cannot copy stdin into {out}: {e.strerror}")
+    if meta is not None and meta.get("corpus_bytes", len(data)) != len(data):
+        console.print(f"[yellow]note:[/] the corpus now has {len(data):,} bytes, the run was trained on "
+                      f"{meta['corpus_bytes']:,}; continuing on the new one")
+
+    # 3. the trainer, restored exactly when resuming
+    from tinyar.train import Diverged, Trainer, train as train_loop
     try:
         trainer = Trainer(cfg, devices=dev if isinstance(dev, tuple) else None)
     except ValueError as e:
@@ -135,17 +294,18 @@ def train(corpus, device, out, resume, keep, force, sample_tokens, eval_sample_t
     if meta is not None:
         try:
             trainer.load_state(arrays, meta)
-        except ValueError as e:
+        except (ValueError, TypeError, KeyError) as e:
             fail(f"{path}: {e}")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        fail(f"cannot create run folder {out}: {e.strerror}")
-    if resume is None:
-        (out / "metrics.jsonl").unlink(missing_ok=True)
+        ckpt.trim_metrics(out, trainer.step)
+    elif force:
+        ckpt.clear_run(out)
+    run_meta = {"corpus": [os.path.abspath(f) for f in files], "corpus_bytes": len(data)}
 
     console.print(f"[bold]tinyar[/] {cfg.dim}d×{cfg.depth}L×{cfg.heads}h, {trainer.model.num_params():,} params · "
                   f"corpus {data.name} ({len(data):,} bytes) · device {dev} · run folder {out}")
+    if meta is not None:
+        console.print(f"resuming from {path} (step {trainer.step} of {cfg.steps})"
+                      + (f" · changed: {', '.join(changed)}" if changed else ""))
     console.print(f"loss = ce" + (f" + {cfg.zloss_weight:g}·zloss" if cfg.zloss_weight else "")
                   + (f" + {cfg.next_embed_weight:g}·next_embed({cfg.next_embed_kind})" if cfg.next_embed_weight else "")
                   + (f" · masking {cfg.mask_prob:g} ({cfg.mask_mode})" if cfg.mask_prob else "")
@@ -153,31 +313,66 @@ def train(corpus, device, out, resume, keep, force, sample_tokens, eval_sample_t
 
     from tinyar.sample import Sampler
     sampler = Sampler(trainer.model)  # compiles on first use; then follows the weights as they train
-    save = lambda t: ckpt.save(out, t.step, t.state_arrays(), t.state_meta(), keep=keep)
+    saved_step = trainer.step if meta is not None else None
+
+    def save(t: Trainer) -> None:
+        nonlocal saved_step
+        ckpt.save(out, t.step, t.state_arrays(), t.state_meta() | run_meta, keep=keep)
+        saved_step = t.step
+
+    resume_cmd = command_line("train", "--resume", str(out), *(["--device", device] if device else []),
+                              *(["--keep", str(keep)] if keep != 3 else []))
     t0, last_train, last_val = time.perf_counter(), None, None
     tables = (Table(*TRAIN_HEADERS, title="training"), Table(*VAL_HEADERS, title="validation"))
     progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                         TextColumn("{task.fields[tok_s]}"), console=console)
     task = progress.add_task("train", total=cfg.steps, completed=trainer.step, tok_s="compiling…")
     live = Live(Group(*tables, progress), console=console, refresh_per_second=4) if console.is_terminal else None
-    with (live or open("/dev/null")), open(out / "metrics.jsonl", "a") as metrics:
-        for row in train_loop(trainer, data, on_checkpoint=save):
-            metrics.write(json.dumps(row) + "\n")
-            metrics.flush()
-            if row["kind"] == "train":
-                last_train, cols = row, train_columns(cfg, row)
-                progress.update(task, completed=row["step"], tok_s=f"{row['tok_s']:,.0f} tok/s")
-                tables[0].add_row(*cols)
-                if live is None:
-                    console.print("  ".join(f"{h} {c}" for h, c in zip(TRAIN_HEADERS, cols)), soft_wrap=True)
-            else:
-                last_val, cols = row, val_columns(row)
-                tables[1].add_row(*cols)
-                if live is None:
-                    console.print("val  " + "  ".join(f"{h} {c}" for h, c in zip(VAL_HEADERS, cols)), soft_wrap=True)
-                if eval_sample_tokens > 0:
-                    text = sampler.generate("\n", eval_sample_tokens, temperature=0.8, top_k=40, seed=cfg.seed)
-                    console.print(f"sample @ {row['step']}: {text!r}", markup=False, highlight=False, soft_wrap=True)
+    stop = StopOnSignal()
+    try:
+        with stop, (live or nullcontext()), open(out / ckpt.METRICS, "a") as metrics:
+            try:
+                for row in train_loop(trainer, data, on_checkpoint=save, should_stop=stop):
+                    metrics.write(json.dumps(row) + "\n")
+                    metrics.flush()
+                    if row["kind"] == "train":
+                        last_train, cols = row, train_columns(cfg, row)
+                        progress.update(task, completed=row["step"], tok_s=f"{row['tok_s']:,.0f} tok/s")
+                        tables[0].add_row(*cols)
+                        if live is None:
+                            console.print("  ".join(f"{h} {c}" for h, c in zip(TRAIN_HEADERS, cols)), soft_wrap=True)
+                    else:
+                        last_val, cols = row, val_columns(row)
+                        tables[1].add_row(*cols)
+                        if live is None:
+                            console.print("val  " + "  ".join(f"{h} {c}" for h, c in zip(VAL_HEADERS, cols)),
+                                          soft_wrap=True)
+                        if eval_sample_tokens > 0:
+                            text = sampler.generate("\n", eval_sample_tokens, temperature=0.8, top_k=40, seed=cfg.seed)
+                            console.print(f"sample @ {row['step']}: {text!r}", markup=False, highlight=False,
+                                          soft_wrap=True)
+            except Diverged:
+                raise
+            except Exception:
+                if not stop():
+                    raise
+                # e.g. Ctrl-C in a terminal also killed the compiler tinygrad was running: this step
+                # never finished, and its half-applied update must not be saved
+                stop.unfinished = True
+            if stop() and not stop.unfinished and trainer.step > 0 and trainer.step != saved_step:
+                save(trainer)
+    except Diverged as e:
+        fail(divergence_message(e, cfg, out, corpus, ckpt.latest(out) if saved_step is not None else None), code=1)
+    except ckpt.CheckpointError as e:
+        fail(str(e), code=1)
+    except KeyboardInterrupt:
+        good = ckpt.latest(out)
+        fail(f"stopped at once by a second signal; step {trainer.step} was not saved"
+             + (f"; resume from {good.name} with: {resume_cmd}" if good else ""), code=128 + (stop.signum or 2))
+
+    if stop():
+        click.echo(stop_message(stop, trainer.step, cfg.steps, ckpt.latest(out), resume_cmd), err=True)
+        sys.exit(128 + stop.signum)
 
     elapsed = time.perf_counter() - t0
     if last_train:
@@ -191,7 +386,10 @@ def train(corpus, device, out, resume, keep, force, sample_tokens, eval_sample_t
         except PlotError:
             pass
     if sample_tokens > 0:
-        text = sampler.generate("\n", sample_tokens, temperature=0.8, top_k=40, seed=cfg.seed)
+        try:
+            text = sampler.generate("\n", sample_tokens, temperature=0.8, top_k=40, seed=cfg.seed)
+        except KeyboardInterrupt:
+            fail(f"sampling interrupted; the run itself is complete: {ckpt.latest(out)}", code=130)
         console.print(Panel(Text(text), title="sample (temperature 0.8, top-k 40)", expand=False)) \
             if console.is_terminal else console.print("sample:\n" + text, markup=False, highlight=False)
 

@@ -42,33 +42,82 @@ def write_safetensors(path: Path, arrays: dict[str, np.ndarray], meta: dict) -> 
                 f.write(blob)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, path)  # atomic: readers see the old file or the whole new one
+        _fsync_dir(path.parent)
+    except OSError as e:
+        raise CheckpointError(f"could not write checkpoint {path}: {e.strerror or e}; the previous "
+                              f"checkpoints are untouched (free some space or pick another --out)") from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (a power cut right after it can't undo it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], dict]:
-    """Read a tinyar checkpoint; raise CheckpointError naming the file if it is damaged."""
+    """Read a tinyar checkpoint with a plain parser (never pickle, so a file can't run code);
+    raise CheckpointError naming the file if it is damaged or not tinyar's."""
     path = Path(path)
     try:
         raw = path.read_bytes()
     except OSError as e:
         raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror}") from None
+    damaged = CheckpointError(f"checkpoint {path} is truncated or corrupted ({len(raw)} bytes); delete it to "
+                              f"fall back to an earlier one")
+    if len(raw) < 8 or struct.unpack("<Q", raw[:8])[0] > len(raw) - 8:
+        raise damaged
+    (n,) = struct.unpack("<Q", raw[:8])
     try:
-        (n,) = struct.unpack("<Q", raw[:8])
         header = json.loads(raw[8:8 + n])
-        meta = json.loads(header.pop("__metadata__")["tinyar"])
+    except ValueError:
+        raise damaged from None
+    if not isinstance(header, dict):
+        raise damaged
+    tags = header.pop("__metadata__", None)
+    if not isinstance(tags, dict) or "tinyar" not in tags:
+        raise CheckpointError(f"{path} is not a tinyar checkpoint (no tinyar metadata); pass a run folder "
+                              f"written by `python cli.py train`")
+    try:
+        meta = json.loads(tags["tinyar"])
         data, arrays = memoryview(raw)[8 + n:], {}
         for name, h in header.items():
             lo, hi = h["data_offsets"]
-            if hi > len(data):
+            if not 0 <= lo <= hi <= len(data):
                 raise ValueError("truncated")
             arrays[name] = np.frombuffer(data[lo:hi], dtype=DTYPES[h["dtype"]]).reshape(h["shape"]).copy()
-    except (ValueError, KeyError, TypeError, struct.error, json.JSONDecodeError):
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupted; delete it to fall back to an "
-                              f"earlier one") from None
+        if max((h["data_offsets"][1] for h in header.values()), default=0) != len(data):
+            raise ValueError("size does not match the header")
+        if not (isinstance(meta, dict) and {"config", "step", "rng"} <= set(meta)):
+            raise ValueError("metadata lacks config, step or rng")
+    except (ValueError, KeyError, TypeError):
+        raise damaged from None
     return arrays, meta
+
+
+def load(path: Path) -> tuple["Config", dict[str, np.ndarray], dict]:
+    """Read a checkpoint and its Config. -> (cfg, arrays, meta); CheckpointError names the file."""
+    from tinyar.config import Config, ConfigError
+    from tinyar.data import VOCAB
+    arrays, meta = read_safetensors(path)
+    try:
+        cfg = Config.from_dict(meta["config"])
+    except (ConfigError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"checkpoint {path} holds an unusable config: {e}") from None
+    if cfg.vocab != VOCAB:
+        raise CheckpointError(f"checkpoint {path} was written for a vocabulary of {cfg.vocab} tokens; tinyar's "
+                              f"byte vocabulary has {VOCAB}, so it can't be resumed or sampled")
+    return cfg, arrays, meta
 
 
 def checkpoints(run_dir: Path) -> list[Path]:
@@ -82,11 +131,48 @@ def latest(run_dir: Path) -> Path | None:
 
 
 def save(run_dir: Path, step: int, arrays: dict[str, np.ndarray], meta: dict, keep: int = 3) -> Path:
-    """Write ckpt-<step>.safetensors into run_dir and keep only the newest `keep`."""
+    """Write ckpt-<step>.safetensors into run_dir, then delete all but the newest `keep` (>= 1).
+    Old checkpoints are removed only after the new one is safely on disk."""
+    if keep < 1:
+        raise ValueError(f"keep must be at least 1 (got {keep})")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / f"{PREFIX}{step:08d}.safetensors"
     write_safetensors(path, arrays, meta)
-    for old in checkpoints(run_dir)[:-keep] if keep > 0 else []:
-        old.unlink()
+    for old in checkpoints(run_dir)[:-keep]:
+        old.unlink(missing_ok=True)
     return path
+
+
+# the run folder: checkpoints + metrics.jsonl (+ stdin.bin when the corpus was piped in)
+METRICS, STDIN_COPY = "metrics.jsonl", "stdin.bin"
+
+
+def holds_run(run_dir: Path) -> bool:
+    """True when run_dir has checkpoints or logged rows, i.e. starting over there would lose work."""
+    metrics = Path(run_dir) / METRICS
+    return bool(checkpoints(run_dir)) or (metrics.exists() and metrics.stat().st_size > 0)
+
+
+def clear_run(run_dir: Path) -> None:
+    """Delete tinyar's own files in run_dir (for --force); anything else there is left alone."""
+    for path in checkpoints(run_dir) + [Path(run_dir) / METRICS]:
+        path.unlink(missing_ok=True)
+
+
+def trim_metrics(run_dir: Path, step: int) -> None:
+    """Drop logged rows after `step` (logged after the checkpoint we resume from, or cut off
+    mid-line by a crash), so a resumed run's metrics.jsonl reads like one uninterrupted run."""
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line + "\n")
+        except (ValueError, KeyError, TypeError):
+            pass
+    tmp = path.with_name(f".{METRICS}.tmp{os.getpid()}")
+    tmp.write_text("".join(kept))
+    os.replace(tmp, path)

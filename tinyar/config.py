@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 MASK_MODES = ("replace", "fcm")
@@ -10,6 +11,13 @@ NEXT_EMBED_KINDS = ("mse", "l1")
 
 class ConfigError(ValueError):
     """A setting is out of range. The message says which one and how to fix it."""
+
+
+def flag(field: str) -> str:
+    """The CLI option of a Config field (--mlm for mask_prob, --zloss for zloss_weight, ...)."""
+    special = {"mask_prob": "--mlm", "mask_mode": "--mlm-mode", "zloss_weight": "--zloss",
+               "next_embed_weight": "--next-embed", "next_embed_kind": "--next-embed-loss"}
+    return special.get(field, "--" + field.replace("_", "-"))
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,12 @@ class Config:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{flag(f.name)} must be a finite number (got {value})")
+        if self.seed < 0:
+            raise ConfigError(f"--seed must be >= 0 (got {self.seed})")
         if self.seq_len < 2:
             raise ConfigError(f"--seq-len must be at least 2 (got {self.seq_len})")
         if not self.dim_head and self.dim % self.heads:
@@ -73,9 +87,9 @@ class Config:
         if self.next_embed_kind not in NEXT_EMBED_KINDS:
             raise ConfigError(f"--next-embed-loss must be one of {', '.join(NEXT_EMBED_KINDS)} "
                               f"(got {self.next_embed_kind!r})")
-        for name, flag in (("zloss_weight", "--zloss"), ("next_embed_weight", "--next-embed")):
+        for name in ("zloss_weight", "next_embed_weight"):
             if getattr(self, name) < 0:
-                raise ConfigError(f"{flag} is a loss weight and must be >= 0 (got {getattr(self, name)})")
+                raise ConfigError(f"{flag(name)} is a loss weight and must be >= 0 (got {getattr(self, name)})")
         if self.lr <= 0:
             raise ConfigError(f"--lr must be > 0 (got {self.lr})")
         if self.warmup < 0:

@@ -4,6 +4,8 @@ Ids 0..255 are the bytes themselves; MASK and PAD come after them, so any file i
 """
 from __future__ import annotations
 
+import glob
+import mmap
 import os
 import sysconfig
 from pathlib import Path
@@ -48,35 +50,143 @@ def default_corpus(max_bytes: int = 4_000_000) -> bytes:
     return b"".join(out)
 
 
+class Files:
+    """Several files read as one 1-D uint8 array, without loading them.
+
+    Supports len(), slices (lazy views) and integer-array indexing, which reads just the
+    requested bytes with os.pread. No file stays open and nothing is mapped, so a folder of
+    thousands of files costs no memory, no descriptors and no mmaps. (One file is simply
+    memory-mapped instead, see `open_bytes`.)"""
+
+    def __init__(self, paths: list[Path], offsets: np.ndarray | None = None, lo: int = 0, hi: int | None = None):
+        self.paths = paths
+        # file i holds bytes offsets[i] .. offsets[i+1]-1 of the concatenation
+        self.offsets = np.cumsum([0] + [p.stat().st_size for p in paths]) if offsets is None else offsets
+        self.lo, self.hi = lo, int(self.offsets[-1]) if hi is None else hi
+
+    def __len__(self) -> int:
+        return self.hi - self.lo
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            start, stop, step = key.indices(len(self))
+            assert step == 1, "Files supports contiguous slices only"
+            return Files(self.paths, self.offsets, self.lo + start, self.lo + max(start, stop))
+        idx = np.asarray(key, dtype=np.int64)
+        flat = np.where(idx < 0, idx + len(self), idx).reshape(-1)
+        if flat.size and (flat.min() < 0 or flat.max() >= len(self)):
+            raise IndexError("index out of range")
+        flat = flat + self.lo
+        order = np.argsort(flat, kind="stable")
+        pos, out = flat[order], np.empty(flat.size, np.uint8)
+        # read each run of (nearly) consecutive positions once: a batch of windows is B runs
+        cuts = np.flatnonzero(np.diff(pos) > 1) + 1
+        for run in np.split(np.arange(pos.size), cuts):
+            if run.size:
+                first, last = int(pos[run[0]]), int(pos[run[-1]])
+                buf = np.frombuffer(self._read(first, last - first + 1), np.uint8)
+                out[order[run]] = buf[pos[run] - first]
+        return out.reshape(idx.shape)
+
+    def _read(self, start: int, n: int) -> bytes:
+        chunks, i = [], int(np.searchsorted(self.offsets, start, side="right")) - 1
+        while n > 0:
+            path, at = self.paths[i], start - int(self.offsets[i])
+            want = min(n, int(self.offsets[i + 1]) - start)
+            with open(path, "rb") as f:
+                got = os.pread(f.fileno(), want, at)
+            if len(got) != want:
+                raise CorpusError(f"corpus file {path} shrank while training; restore it or restart the run")
+            chunks.append(got)
+            start, n, i = start + want, n - want, i + 1
+        return b"".join(chunks)
+
+    def __array__(self, dtype=None, copy=None):  # reads everything: for small corpora and tests
+        a = self[np.arange(len(self))]
+        return a if dtype is None else a.astype(dtype)
+
+
+def _is_hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def corpus_files(specs: list[str | os.PathLike]) -> list[Path]:
+    """Files a list of corpus arguments names, in order: a file is itself; a directory is every
+    file below it (hidden ones like .git skipped), sorted by path; a glob pattern ('data/*.txt',
+    'src/**/*.py') is its matches, sorted. Raises CorpusError naming a spec that gives nothing."""
+    files = []
+    for spec in specs:
+        path = Path(spec)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and not _is_hidden(p, path))
+            if not found:
+                raise CorpusError(f"corpus directory {path} holds no files; put text files in it or pass a file")
+        elif path.exists() or not any(c in str(spec) for c in "*?["):
+            if not path.exists():
+                raise CorpusError(f"corpus {path} does not exist; check the path")
+            found = [path]
+        else:
+            found = sorted(Path(p) for p in glob.glob(str(spec), recursive=True) if Path(p).is_file())
+            if not found:
+                raise CorpusError(f"no files match the corpus pattern {spec!r}; check the pattern")
+        files += found
+    for path in files:
+        try:
+            os.close(os.open(path, os.O_RDONLY))
+        except OSError as e:
+            raise CorpusError(f"cannot read corpus {path}: {e.strerror}") from None
+    return files
+
+
+def open_bytes(files: list[Path]):
+    """One file -> a read-only memory map (pages load only when a window touches them);
+    several -> a `Files` concatenation. Either acts as a 1-D uint8 array."""
+    if len(files) > 1:
+        return Files(files)
+    if not files[0].stat().st_size:
+        return np.zeros(0, np.uint8)
+    with open(files[0], "rb") as f:
+        m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    if hasattr(m, "madvise"):  # windows are random: read ahead nothing (else each window pulls in ~MBs)
+        m.madvise(mmap.MADV_RANDOM)
+    return np.frombuffer(m, np.uint8)
+
+
+def copy_stream(stream, dest: Path, chunk: int = 1 << 20) -> Path:
+    """Copy a byte stream (e.g. stdin) to `dest` chunk by chunk, so a piped corpus of any size
+    becomes a file that can be memory-mapped (and found again when the run is resumed)."""
+    tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        while block := stream.read(chunk):
+            f.write(block)
+    os.replace(tmp, dest)
+    return dest
+
+
 class Corpus:
     """Token ids (uint8) split into train (first 90%) and validation (last 10%) parts.
 
-    A path is memory-mapped, so a corpus larger than RAM only pages in the windows it samples.
+    `source` is bytes / an array, or a path, directory or glob (or a list of them) read as
+    one concatenated byte stream. Files are never read whole: one file is memory-mapped,
+    several are read window by window, so a corpus larger than RAM works.
     """
 
-    def __init__(self, source: str | os.PathLike | bytes | np.ndarray, seq_len: int, name: str | None = None):
+    def __init__(self, source, seq_len: int, name: str | None = None):
         if isinstance(source, (bytes, bytearray, np.ndarray)):
             ids = np.frombuffer(bytes(source), np.uint8) if not isinstance(source, np.ndarray) else source.astype(np.uint8)
-            self.name = name or "<memory>"
+            self.files, self.name = [], name or "<memory>"
         else:
-            path = Path(source)
-            self.name = name or str(path)
-            if path.is_dir():
-                raise CorpusError(f"{path} is a directory; pass a file")
-            if not path.exists():
-                raise CorpusError(f"corpus {path} does not exist; check the path")
-            try:
-                size = path.stat().st_size
-                with open(path, "rb"):
-                    pass
-            except OSError as e:
-                raise CorpusError(f"cannot read corpus {path}: {e.strerror}") from None
-            ids = np.memmap(path, dtype=np.uint8, mode="r") if size else np.zeros(0, np.uint8)
+            specs = list(source) if isinstance(source, (list, tuple)) else [source]
+            self.files = corpus_files(specs)
+            ids = open_bytes(self.files)
+            self.name = name or (str(self.files[0]) if len(self.files) == 1 else
+                                 f"{len(self.files)} files ({', '.join(map(str, specs))})")
         need = 2 * (seq_len + 2)
         if len(ids) < need:
+            fits = len(ids) // 2 - 2  # the longest --seq-len this corpus allows
             raise CorpusError(f"corpus {self.name} has {len(ids)} bytes; with --seq-len {seq_len} it needs at "
-                              f"least {need} (a training and a validation window): use a longer file or a "
-                              f"smaller --seq-len")
+                              f"least {need} (a training and a validation window): use a longer file"
+                              + (f" or --seq-len {fits} or less" if fits >= 2 else ""))
         self.seq_len = seq_len
         n_val = max(int(len(ids) * VAL_FRACTION), seq_len + 2)
         self.train, self.val = ids[: len(ids) - n_val], ids[len(ids) - n_val:]

@@ -26,10 +26,17 @@ class DeviceError(RuntimeError):
 def probe(name: str) -> str | None:
     """Run one tiny kernel on `name`. -> None if it works, else a one-line reason."""
     from tinygrad import Tensor
+    from tinygrad.helpers import Context
     try:
-        if (Tensor([1.0], device=name) + 1).item() != 2.0:
+        # CACHELEVEL=0: really compile, so a missing compiler shows here and not in the first
+        # training step (a kernel from tinygrad's disk cache would run without one)
+        with Context(CACHELEVEL=0):
+            value = (Tensor([1.0], device=name) + 1).item()
+        if value != 2.0:
             return "computed a wrong result"
         return None
+    except ModuleNotFoundError:
+        return "tinygrad has no backend of that name"
     except Exception as e:  # backends fail in many ways: missing compiler, driver, library
         lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
         return f"{type(e).__name__}: {lines[-1] if lines else ''}"[:160]
@@ -74,7 +81,8 @@ def use_device(spec: str | None) -> str | tuple[str, ...]:
             if reason:
                 ok = [r["device"] for r in backend_table() if r["works"]]
                 raise DeviceError(f"device {d} does not work here ({reason}); working devices: "
-                                  f"{', '.join(ok) or 'none'} (see: python cli.py devices)")
+                                  + (", ".join(ok) if ok else "none (for the CPU backend install a C compiler: "
+                                                              "apt-get install -y clang)") + " (see: python cli.py devices)")
         DEV.value = devs[0]
         os.environ["DEV"] = devs[0]
         return devs[0] if len(devs) == 1 else devs

@@ -23,6 +23,23 @@ from tinyar.model import Decoder
 COMPONENTS = ("total", "ce", "zloss", "next_embed")
 
 
+class Diverged(RuntimeError):
+    """A loss component, the gradient norm or a weight became NaN or inf. The weights are spoiled
+    by then, so nothing after the last checkpoint may be saved."""
+
+    def __init__(self, step: int, component: str, value: float, row: dict | None = None):
+        self.step, self.component, self.row = step, component, row
+        super().__init__(f"training diverged at step {step}: {component} is {value}")
+
+
+def first_non_finite(row: dict) -> str | None:
+    """The component to blame: the raw pieces first, then their total, then the gradient norm."""
+    for name in ("ce", "zloss", "next_embed", "total", "grad_norm"):
+        if not math.isfinite(row[name]):
+            return name
+    return None
+
+
 def lr_at(step: int, cfg: Config) -> float:
     """Linear warmup to cfg.lr over cfg.warmup steps, then cosine down to lr * min_lr_ratio."""
     if step < cfg.warmup:
@@ -113,25 +130,35 @@ class Trainer:
 
     # checkpoint state: everything that resuming needs, as numpy arrays + JSON-able metadata
     def state_arrays(self) -> dict[str, np.ndarray]:
+        """Everything to save, as numpy. Raises Diverged rather than hand out a NaN/inf state (an
+        update can overflow the weights while the loss of that step was still finite)."""
         arrays = {f"model.{k}": v.numpy() for k, v in get_state_dict(self.model).items()}
         arrays |= {f"optim.{k}": v.numpy() for k, v in get_state_dict(self.opt).items()}
+        for name, a in arrays.items():
+            if not np.isfinite(a).all():
+                raise Diverged(self.step, f"the weights ({name})", a[~np.isfinite(a)].flat[0])
         return arrays
 
     def state_meta(self) -> dict:
         return {"config": self.cfg.to_dict(), "step": self.step, "rng": self.rng.bit_generator.state}
 
     def load_state(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        """Restore weights, optimizer moments and step counts (AdamW's b1_t/b2_t), the step and the
+        data RNG. Everything is checked before anything is assigned, so a mismatch changes nothing."""
         targets = {f"model.{k}": v for k, v in get_state_dict(self.model).items()}
         targets |= {f"optim.{k}": v for k, v in get_state_dict(self.opt).items()}
-        missing = sorted(set(targets) - set(arrays))
-        if missing:
-            raise ValueError(f"checkpoint lacks {len(missing)} tensors (e.g. {missing[0]}): it was written by a "
-                             f"different model configuration")
+        missing, extra = sorted(set(targets) - set(arrays)), sorted(set(arrays) - set(targets))
+        if missing or extra:
+            name = (missing or extra)[0]
+            raise ValueError(f"checkpoint {'lacks' if missing else 'has an unexpected'} tensor {name} "
+                             f"({len(missing)} missing, {len(extra)} unexpected): it was written by a different "
+                             f"model configuration")
+        for name, t in targets.items():
+            if tuple(arrays[name].shape) != tuple(t.shape):
+                raise ValueError(f"checkpoint tensor {name} has shape {tuple(arrays[name].shape)}, the model needs "
+                                 f"{tuple(t.shape)}: it was written by a different configuration")
         for name, t in targets.items():
             a = arrays[name]
-            if tuple(a.shape) != tuple(t.shape):
-                raise ValueError(f"checkpoint tensor {name} has shape {tuple(a.shape)}, the model needs "
-                                 f"{tuple(t.shape)}: it was written by a different configuration")
             t.assign(self.put(a.astype(np.float32) if t.dtype == dtypes.float32 else a, split=False)).realize()
         self.step = int(meta["step"])
         self.rng.bit_generator.state = meta["rng"]
@@ -139,7 +166,9 @@ class Trainer:
 
 def train(trainer: Trainer, corpus: Corpus, *, on_checkpoint: Callable[[Trainer], None] | None = None,
           should_stop: Callable[[], bool] = lambda: False) -> Iterator[dict]:
-    """Run until cfg.steps, yielding a row dict at each log step ("train") and eval ("val")."""
+    """Run until cfg.steps (or should_stop() turns true between steps), yielding a row dict at
+    each log step ("train") and eval ("val"). Raises Diverged on a NaN/inf, before the spoiled
+    state can reach a checkpoint."""
     cfg = trainer.cfg
     val_batches = corpus.val_batches(cfg.eval_batches, cfg.batch_size)
     tokens_per_step = cfg.batch_size * cfg.seq_len
@@ -148,6 +177,9 @@ def train(trainer: Trainer, corpus: Corpus, *, on_checkpoint: Callable[[Trainer]
         batch, mask = trainer.next_batch(corpus)
         row = trainer.train_step(batch, mask)
         step, steps_since = trainer.step, steps_since + 1
+        bad = first_non_finite(row)
+        if bad:
+            raise Diverged(step, bad, row[bad], row)
         last = step == cfg.steps
         if step % cfg.log_every == 0 or last or step == 1:
             now = time.perf_counter()

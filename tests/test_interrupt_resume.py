@@ -1,0 +1,209 @@
+"""Interruptions, exact resume and divergence, through the real `train` command.
+
+One chain of runs on a folder corpus (text + binary files), all with the suite's TINY shape
+(plus --mlm/--zloss, as in test_train.py, so the compiled kernels are shared):
+
+  A  a real process, Ctrl-C (SIGINT) after its first row     -> exit 130, checkpoint, resume command
+  B  that resume command, SIGTERM after its first new row    -> exit 143, checkpoint, resume command
+  C  that resume command, to the end                         -> exit 0
+  R  the same 40 steps straight, in this process (the reference)
+
+A+B+C must give R's numbers exactly: every loss component, gradient norm and learning rate of
+every step, the validation rows, and the final weights, AdamW moments and step counters
+(b1_t, b2_t) bit for bit. B and C run in this process (CliRunner) to share compiled kernels;
+A is the only training subprocess, and it compiles while R does.
+"""
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cli import StopOnSignal, cli
+from tinyar import checkpoint as ckpt
+from tinyar.config import Config
+from tinyar.data import Corpus
+from tinyar.train import Trainer, train
+
+ROOT = Path(__file__).parent.parent
+STEPS = 40
+FLAGS = ["--dim", "16", "--depth", "2", "--heads", "2", "--seq-len", "8", "--batch-size", "2",
+         "--mlm", "0.25", "--zloss", "1e-4", "--lr", "0.01", "--warmup", "4"]
+# what those flags mean, for the in-process reference run
+CFG = Config(dim=16, depth=2, heads=2, seq_len=8, batch_size=2, mask_prob=0.25, zloss_weight=1e-4, lr=0.01,
+             warmup=4, steps=STEPS, log_every=1, eval_every=20, save_every=1000)
+RUN_FLAGS = [*FLAGS, "--steps", str(STEPS), "--log-every", "1", "--eval-every", "20", "--save-every", "1000"]
+
+
+def rows_of(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def without_timing(rows):
+    return [{k: v for k, v in r.items() if k != "tok_s"} for r in rows]
+
+
+def resume_args(message: str) -> list[str]:
+    """The arguments of the 'resume with: python cli.py ...' line a stopped run printed."""
+    line = next(ln for ln in message.splitlines() if ln.startswith("resume with: "))
+    words = shlex.split(line.removeprefix("resume with: "))
+    assert words[0] == "python" and words[1].endswith("cli.py"), line
+    return words[2:]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    d = tmp_path_factory.mktemp("corpus") / "texts"
+    (d / "more").mkdir(parents=True)
+    (d / "a.txt").write_bytes(b"the quick brown fox jumps over the lazy dog. " * 30)
+    (d / "more" / "b.txt").write_bytes("naïve café, ünïcödé text\n".encode() * 20)
+    (d / "z.bin").write_bytes(bytes(range(256)) * 3)
+    return d
+
+
+class SigintRun:
+    """Run A: `python cli.py train` in a subprocess; SIGINT as soon as its first row prints."""
+
+    def __init__(self, corpus: Path, run: Path):
+        env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "train", str(corpus), *RUN_FLAGS,
+                                      "--out", str(run)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, env=env)
+        self.stdout, self.signalled_after, self.done = [], None, None
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+
+    def _watch(self):
+        for line in self.proc.stdout:
+            self.stdout.append(line)
+            if self.signalled_after is None and line.startswith("step "):
+                self.signalled_after = line
+                self.proc.send_signal(signal.SIGINT)
+
+    def result(self, timeout=1800) -> tuple[int, str, str]:
+        if self.done is None:
+            stderr = self.proc.stderr.read()
+            self.proc.wait(timeout)
+            self.thread.join(10)
+            self.done = self.proc.returncode, "".join(self.stdout), stderr
+        return self.done
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("sigint") / "run"
+
+
+@pytest.fixture(scope="module")
+def run_a(corpus, run_dir):
+    return SigintRun(corpus, run_dir)      # starts now, compiles alongside the reference below
+
+
+@pytest.fixture(scope="module")
+def reference(run_a, corpus):
+    """Run R: all steps straight, in this process, same seed and device."""
+    trainer = Trainer(CFG)
+    rows = list(train(trainer, Corpus(corpus, CFG.seq_len)))
+    return rows, trainer.state_arrays(), trainer.state_meta()
+
+
+@pytest.fixture(scope="module")
+def run_b(run_a, reference, run_dir):
+    """Run B: run A's printed resume command, in this process, stopped by a real SIGTERM."""
+    code, _, stderr = run_a.result()
+    assert code == 130, stderr
+    lines = lambda: (run_dir / "metrics.jsonl").read_text().count("\n")
+    start, sent = lines(), threading.Event()
+
+    def terminate_after_a_new_row():
+        while not sent.is_set():
+            handler = signal.getsignal(signal.SIGTERM)
+            # signal ourselves only once train's handler is in place (else SIGTERM would end pytest)
+            if isinstance(getattr(handler, "__self__", None), StopOnSignal) and lines() > start:
+                os.kill(os.getpid(), signal.SIGTERM)
+                sent.set()
+            time.sleep(0.02)
+    watcher = threading.Thread(target=terminate_after_a_new_row, daemon=True)
+    watcher.start()
+    res = CliRunner().invoke(cli, resume_args(stderr))
+    sent.set()
+    watcher.join(5)
+    return res
+
+
+def test_sigint_finishes_the_step_saves_and_prints_the_resume_command(run_a, reference, run_dir):
+    code, stdout, stderr = run_a.result()
+    assert code == 130 and "Traceback" not in stderr, stderr
+    assert "SIGINT: finishing this step, then saving a checkpoint" in stderr
+    saved = ckpt.latest(run_dir)
+    step = int(saved.stem.split("-")[1])
+    assert 1 <= step < STEPS
+    assert f"SIGINT: stopped after step {step} of {STEPS}; checkpoint {saved}" in stderr
+    assert resume_args(stderr)[:3] == ["train", "--resume", str(run_dir)]
+    # the checkpoint holds the step and everything logged so far ends at that step
+    _, meta = ckpt.read_safetensors(saved)
+    assert meta["step"] == step and rows_of(run_dir)[-1]["step"] == step
+
+
+def test_sigterm_in_a_resumed_run_saves_again(run_b, run_dir):
+    assert run_b.exit_code == 143, run_b.output
+    assert "resuming from" in run_b.output and "SIGTERM: stopped after step" in run_b.output
+    assert resume_args(run_b.output)[:3] == ["train", "--resume", str(run_dir)]
+
+
+def test_interrupted_twice_then_resumed_equals_one_straight_run(run_b, reference, run_dir, corpus):
+    # N steps + resume + M steps + resume + K steps == N+M+K steps straight, exactly
+    res = CliRunner().invoke(cli, resume_args(run_b.output) + ["--sample-tokens", "0"])
+    assert res.exit_code == 0, res.output
+    ref_rows, ref_arrays, ref_meta = reference
+    got = rows_of(run_dir)
+    assert [r["step"] for r in got if r["kind"] == "train"] == list(range(1, STEPS + 1))
+    assert without_timing(got) == without_timing(ref_rows)   # every component, every step, ==
+    final = ckpt.latest(run_dir)
+    arrays, meta = ckpt.read_safetensors(final)
+    assert meta["step"] == STEPS and meta["rng"] == json.loads(json.dumps(ref_meta["rng"]))
+    assert Config.from_dict(meta["config"]) == CFG           # the runs really used the reference's settings
+    assert set(arrays) == set(ref_arrays)
+    assert any(".b1_t" in k for k in arrays) and any(".m." in k for k in arrays)
+    for name, a in ref_arrays.items():
+        assert np.array_equal(arrays[name], a), name          # weights, moments, b1_t/b2_t, lr: bit for bit
+    # the corpus was remembered from run A (no corpus argument on resume); three stops, three saves
+    assert meta["corpus"] == [str(corpus)]
+    assert len(ckpt.checkpoints(run_dir)) == 3
+
+
+def test_divergence_stops_names_the_component_and_keeps_the_last_good_checkpoint(tmp_path, reference):
+    # an absurd learning rate, a corpus piped through stdin, and --force over an older run:
+    # the stale checkpoint goes, training stops at the first NaN/inf with a one-line error,
+    # and no checkpoint holds a non-finite number
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "ckpt-00000999.safetensors").write_bytes(b"an older run")
+    (run / "metrics.jsonl").write_text('{"kind": "train", "step": 999}\n')
+    text = (b"the quick brown fox jumps over the lazy dog. " * 40)
+    res = CliRunner().invoke(cli, ["train", "-", *FLAGS, "--lr", "1e30", "--warmup", "1", "--steps", "12",
+                                   "--log-every", "1", "--save-every", "1", "--out", str(run), "--force",
+                                   "--sample-tokens", "0"], input=text)
+    assert res.exit_code == 1, res.output
+    err = res.output.strip().splitlines()[-1]
+    assert err.startswith("error: training diverged at step ") and "Traceback" not in res.output
+    step = int(err.split("at step ")[1].split(":")[0])
+    component = err.split(f"step {step}: ")[1].split(" is ")[0]
+    assert component in ("ce", "zloss", "total", "grad_norm") or component.startswith("the weights"), err
+    assert "lower --lr (now 1e+30" in err and "nothing after it was saved" in err
+    assert (run / "stdin.bin").read_bytes() == text
+    kept = ckpt.checkpoints(run)
+    assert "ckpt-00000999.safetensors" not in [p.name for p in kept]
+    if step > 1:
+        assert kept and f"kept the last good checkpoint {kept[-1]}" in err
+        arrays, meta = ckpt.read_safetensors(kept[-1])
+        assert meta["step"] == step - 1 and all(np.isfinite(a).all() for a in arrays.values())
+    assert all(r["step"] < step for r in rows_of(run))
