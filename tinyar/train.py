@@ -34,7 +34,9 @@ def lr_at(step: int, cfg: Config) -> float:
 
 def clip_grad_norm_(params: list[Tensor], max_norm: float) -> Tensor:
     """Scale every gradient so their global L2 norm is at most max_norm; return the norm before."""
-    norm = Tensor.stack(*[p.grad.float().square().sum() for p in params]).sum().sqrt()
+    for p in params:   # stored once: else the norm and every update kernel recompute them
+        p.grad = p.grad.contiguous()
+    norm = Tensor.stack(*[p.grad.float().square().sum() for p in params]).sum().sqrt().contiguous()
     if max_norm > 0:
         scale = (max_norm / (norm + 1e-6)).minimum(1.0)
         for p in params:
