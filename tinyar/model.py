@@ -16,10 +16,11 @@ from tinygrad import Tensor, dtypes
 from tinyar.config import Config
 
 
-def normal(rng: np.random.Generator, *shape: int, std: float = 0.02) -> Tensor:
+def normal(rng: np.random.Generator | None, *shape: int, std: float = 0.02) -> Tensor:
     """N(0, std^2) initial weights drawn by numpy: an unrealized `Tensor.normal` would be
     recomputed (random bits + Box-Muller) inside every kernel that first reads it, and those
     kernels took minutes to generate. Numpy also makes the init the same on every device."""
+    rng = rng or np.random.default_rng()
     return Tensor((rng.standard_normal(shape, dtype=np.float32) * std).astype(np.float32))
 
 
@@ -36,7 +37,7 @@ class Linear:
 
     def __init__(self, d_in: int, d_out: int, bias: bool = False, std: float = 0.02,
                  rng: np.random.Generator | None = None):
-        self.weight = normal(rng or np.random.default_rng(), d_out, d_in, std=std)
+        self.weight = normal(rng, d_out, d_in, std=std)
         self.bias = Tensor(np.zeros(d_out, np.float32)) if bias else None
 
     def __call__(self, x: Tensor) -> Tensor:
@@ -66,7 +67,7 @@ def mask_scores(scores: Tensor, hidden_keys: Tensor | None = None) -> Tensor:
 
 
 class Attention:
-    def __init__(self, dim: int, heads: int, dim_head: int, out_std: float, rng: np.random.Generator):
+    def __init__(self, dim: int, heads: int, dim_head: int, out_std: float, rng: np.random.Generator | None = None):
         inner = heads * dim_head
         self.heads, self.dim_head = heads, dim_head
         self.to_q, self.to_k, self.to_v = (Linear(dim, inner, rng=rng) for _ in range(3))
@@ -90,7 +91,7 @@ class Attention:
 
 
 class FeedForward:
-    def __init__(self, dim: int, out_std: float, rng: np.random.Generator):
+    def __init__(self, dim: int, out_std: float, rng: np.random.Generator | None = None):
         self.fc1 = Linear(dim, 4 * dim, bias=True, rng=rng)
         self.fc2 = Linear(4 * dim, dim, bias=True, std=out_std, rng=rng)
 
@@ -99,7 +100,7 @@ class FeedForward:
 
 
 class Block:
-    def __init__(self, cfg: Config, rng: np.random.Generator):
+    def __init__(self, cfg: Config, rng: np.random.Generator | None = None):
         out_std = 0.02 / math.sqrt(2 * cfg.depth)  # residual projections start small (GPT-2)
         self.attn_norm, self.attn = LayerNorm(cfg.dim), Attention(cfg.dim, cfg.heads, cfg.head_dim, out_std, rng)
         self.ff_norm, self.ff = LayerNorm(cfg.dim), FeedForward(cfg.dim, out_std, rng)
@@ -113,7 +114,7 @@ class Block:
 class NextEmbedHead:
     """Linear(d,d) -> SiLU -> Linear(d,d), no biases: predicts the next token's embedding."""
 
-    def __init__(self, dim: int, rng: np.random.Generator):
+    def __init__(self, dim: int, rng: np.random.Generator | None = None):
         self.fc1, self.fc2 = Linear(dim, dim, rng=rng), Linear(dim, dim, rng=rng)
 
     def __call__(self, h: Tensor) -> Tensor:
