@@ -65,10 +65,12 @@ def apply_mask(inp: Tensor, tgt: Tensor, mask: Tensor, mode: str) -> tuple[Tenso
 def cross_entropy(logits: Tensor, tgt: Tensor, valid: Tensor) -> Tensor:
     """Mean of -log softmax(logits)[tgt] over valid positions. (B,T,V), (B,T), (B,T) bool -> ()
 
-    log_softmax subtracts the row max first, so 1000x logits don't overflow."""
+    logsumexp subtracts the row max first, so 1000x logits don't overflow. (Equal to
+    -log_softmax(logits)[tgt]; this form skips writing the (B,T,V) log-probabilities.)"""
     # BEGIN TASK cross_entropy
-    logp = logits.float().log_softmax(-1)                                  # (B,T,V)
-    nll = -(logp * tgt.one_hot(logits.shape[-1])).sum(-1)                  # (B,T)
+    logits = logits.float()
+    picked = (logits * tgt.one_hot(logits.shape[-1])).sum(-1)              # (B,T) logit of tgt
+    nll = logits.logsumexp(-1) - picked                                    # (B,T) = -log p(tgt)
     w = valid.float()
     return (nll * w).sum() / w.sum().maximum(1)
     # END TASK cross_entropy

@@ -10,30 +10,48 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from tinygrad import Tensor, dtypes
 
 from tinyar.config import Config
 
 
+def normal(rng: np.random.Generator | None, *shape: int, std: float = 0.02) -> Tensor:
+    """N(0, std^2) initial weights drawn by numpy: an unrealized `Tensor.normal` would be
+    recomputed (random bits + Box-Muller) inside every kernel that first reads it, and those
+    kernels took minutes to generate. Numpy also makes the init the same on every device."""
+    rng = rng or np.random.default_rng()
+    return Tensor((rng.standard_normal(shape, dtype=np.float32) * std).astype(np.float32))
+
+
+def stored(x: Tensor) -> Tensor:
+    """x, written to memory in the forward pass, and its gradient written to memory in the
+    backward pass. Without this tinygrad may fuse a whole matmul (or softmax) into every
+    kernel that reads its result, recomputing it there: measured 4x slower steps and
+    minutes of kernel generation. Values are unchanged."""
+    return x.contiguous().contiguous_backward()
+
+
 class Linear:
     """y = x W^T (+ b). W is (out, in), as in torch, so x-transformers weights load as they are."""
 
-    def __init__(self, d_in: int, d_out: int, bias: bool = False, std: float = 0.02):
-        self.weight = Tensor.normal(d_out, d_in, std=std)
-        self.bias = Tensor.zeros(d_out) if bias else None
+    def __init__(self, d_in: int, d_out: int, bias: bool = False, std: float = 0.02,
+                 rng: np.random.Generator | None = None):
+        self.weight = normal(rng, d_out, d_in, std=std)
+        self.bias = Tensor(np.zeros(d_out, np.float32)) if bias else None
 
     def __call__(self, x: Tensor) -> Tensor:
-        return x.linear(self.weight.T, self.bias)
+        return stored(x.linear(self.weight.T, self.bias))
 
 
 class LayerNorm:
     """LayerNorm with a learned scale and no bias (x-transformers' default). eps 1e-5."""
 
     def __init__(self, dim: int):
-        self.weight = Tensor.ones(dim)
+        self.weight = Tensor(np.ones(dim, np.float32))
 
     def __call__(self, x: Tensor) -> Tensor:
-        return (x.layernorm(eps=1e-5) * self.weight).contiguous()
+        return stored(x.layernorm(eps=1e-5) * self.weight)
 
 
 def mask_scores(scores: Tensor, hidden_keys: Tensor | None = None) -> Tensor:
@@ -49,11 +67,11 @@ def mask_scores(scores: Tensor, hidden_keys: Tensor | None = None) -> Tensor:
 
 
 class Attention:
-    def __init__(self, dim: int, heads: int, dim_head: int, out_std: float):
+    def __init__(self, dim: int, heads: int, dim_head: int, out_std: float, rng: np.random.Generator | None = None):
         inner = heads * dim_head
         self.heads, self.dim_head = heads, dim_head
-        self.to_q, self.to_k, self.to_v = Linear(dim, inner), Linear(dim, inner), Linear(dim, inner)
-        self.to_out = Linear(inner, dim, std=out_std)
+        self.to_q, self.to_k, self.to_v = (Linear(dim, inner, rng=rng) for _ in range(3))
+        self.to_out = Linear(inner, dim, std=out_std, rng=rng)
 
     def __call__(self, x: Tensor, hidden_keys: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """x (B,T,D), hidden_keys (B,T) bool or None -> out (B,T,D), lse (B,H,T)
@@ -65,39 +83,39 @@ class Attention:
         q = self.to_q(x).reshape(B, T, H, Dh).transpose(1, 2)  # (B,H,T,Dh)
         k = self.to_k(x).reshape(B, T, H, Dh).transpose(1, 2)
         v = self.to_v(x).reshape(B, T, H, Dh).transpose(1, 2)
-        scores = mask_scores((q @ k.transpose(-1, -2)) * (Dh ** -0.5), hidden_keys)  # (B,H,T,T)
+        scores = stored(mask_scores((q @ k.transpose(-1, -2)) * (Dh ** -0.5), hidden_keys))  # (B,H,T,T)
         lse = scores.logsumexp(-1)                              # (B,H,T)
-        probs = (scores - lse.unsqueeze(-1)).exp().contiguous() # softmax, reusing the lse
+        probs = stored((scores - lse.unsqueeze(-1)).exp())      # softmax, reusing the lse
         out = (probs @ v).transpose(1, 2).reshape(B, T, H * Dh)
         return self.to_out(out), lse
 
 
 class FeedForward:
-    def __init__(self, dim: int, out_std: float):
-        self.fc1 = Linear(dim, 4 * dim, bias=True)
-        self.fc2 = Linear(4 * dim, dim, bias=True, std=out_std)
+    def __init__(self, dim: int, out_std: float, rng: np.random.Generator | None = None):
+        self.fc1 = Linear(dim, 4 * dim, bias=True, rng=rng)
+        self.fc2 = Linear(4 * dim, dim, bias=True, std=out_std, rng=rng)
 
     def __call__(self, x: Tensor) -> Tensor:
-        return self.fc2(self.fc1(x).gelu(approximate="none").contiguous())  # exact (erf) GELU
+        return self.fc2(stored(self.fc1(x).gelu(approximate="none")))  # exact (erf) GELU
 
 
 class Block:
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, rng: np.random.Generator | None = None):
         out_std = 0.02 / math.sqrt(2 * cfg.depth)  # residual projections start small (GPT-2)
-        self.attn_norm, self.attn = LayerNorm(cfg.dim), Attention(cfg.dim, cfg.heads, cfg.head_dim, out_std)
-        self.ff_norm, self.ff = LayerNorm(cfg.dim), FeedForward(cfg.dim, out_std)
+        self.attn_norm, self.attn = LayerNorm(cfg.dim), Attention(cfg.dim, cfg.heads, cfg.head_dim, out_std, rng)
+        self.ff_norm, self.ff = LayerNorm(cfg.dim), FeedForward(cfg.dim, out_std, rng)
 
     def __call__(self, x: Tensor, hidden_keys: Tensor | None) -> tuple[Tensor, Tensor]:
         a, lse = self.attn(self.attn_norm(x), hidden_keys)
-        x = x + a
-        return x + self.ff(self.ff_norm(x)), lse
+        x = stored(x + a)
+        return stored(x + self.ff(self.ff_norm(x))), lse
 
 
 class NextEmbedHead:
     """Linear(d,d) -> SiLU -> Linear(d,d), no biases: predicts the next token's embedding."""
 
-    def __init__(self, dim: int):
-        self.fc1, self.fc2 = Linear(dim, dim), Linear(dim, dim)
+    def __init__(self, dim: int, rng: np.random.Generator | None = None):
+        self.fc1, self.fc2 = Linear(dim, dim, rng=rng), Linear(dim, dim, rng=rng)
 
     def __call__(self, h: Tensor) -> Tensor:
         return self.fc2(self.fc1(h).silu())
@@ -106,12 +124,13 @@ class NextEmbedHead:
 class Decoder:
     def __init__(self, cfg: Config):
         self.cfg = cfg
-        self.tok_emb = Tensor.normal(cfg.vocab, cfg.dim, std=0.02)   # (V,D)
-        self.pos_emb = Tensor.normal(cfg.seq_len, cfg.dim, std=0.02) # (T,D), used as is
-        self.blocks = [Block(cfg) for _ in range(cfg.depth)]
+        rng = np.random.default_rng(cfg.seed)                 # same seed -> same initial weights
+        self.tok_emb = normal(rng, cfg.vocab, cfg.dim)        # (V,D)
+        self.pos_emb = normal(rng, cfg.seq_len, cfg.dim)      # (T,D), used as is
+        self.blocks = [Block(cfg, rng) for _ in range(cfg.depth)]
         self.norm = LayerNorm(cfg.dim)
-        self.head = Linear(cfg.dim, cfg.vocab)
-        self.next_embed = NextEmbedHead(cfg.dim) if cfg.use_next_embed else None
+        self.head = Linear(cfg.dim, cfg.vocab, rng=rng)
+        self.next_embed = NextEmbedHead(cfg.dim, rng) if cfg.use_next_embed else None
 
     def embed(self, ids: Tensor) -> Tensor:
         """Token-embedding rows, no position term. (B,T) int -> (B,T,D)"""

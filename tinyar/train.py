@@ -51,7 +51,9 @@ def lr_at(step: int, cfg: Config) -> float:
 
 def clip_grad_norm_(params: list[Tensor], max_norm: float) -> Tensor:
     """Scale every gradient so their global L2 norm is at most max_norm; return the norm before."""
-    norm = Tensor.stack(*[p.grad.float().square().sum() for p in params]).sum().sqrt()
+    for p in params:   # stored once: else the norm and every update kernel recompute them
+        p.grad = p.grad.contiguous()
+    norm = Tensor.stack(*[p.grad.float().square().sum() for p in params]).sum().sqrt().contiguous()
     if max_norm > 0:
         scale = (max_norm / (norm + 1e-6)).minimum(1.0)
         for p in params:
@@ -78,6 +80,9 @@ class Trainer:
         vectors = [p for p in params if p.ndim < 2]     # not norm scales and biases
         self.opt = OptimizerGroup(AdamW(matrices, lr=cfg.lr, b1=0.9, b2=0.95, weight_decay=cfg.weight_decay),
                                   AdamW(vectors, lr=cfg.lr, b1=0.9, b2=0.95, weight_decay=0.0))
+        # moments stored now: the JIT's capture step then builds the same graph as step 0 and
+        # reuses its schedule (lazy zeros made the capture re-plan every kernel: +60 s)
+        Tensor.realize(*get_parameters(self.opt))
         self.params = params
         self.rng = np.random.default_rng(cfg.seed)  # draws windows and mask positions
         self.step = 0
@@ -97,7 +102,9 @@ class Trainer:
             out = autoregressive_loss(self.model, tokens, mask_positions=mask, **self.loss_kwargs())
             out["total"].backward()
             out["grad_norm"] = clip_grad_norm_(self.params, self.cfg.grad_clip)
-            self.opt.step()
+            # one realize: the losses are computed before the update overwrites the weights
+            # (realized after opt.step(), they were the losses of the *updated* weights)
+            Tensor.realize(*out.values(), *self.opt.schedule_step())
         return out
 
     def _eval(self, tokens: Tensor) -> Tensor:
