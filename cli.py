@@ -564,7 +564,7 @@ def read_prompt_file(name: str) -> bytes:
 @cli.command()
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--prompt", default="\n", show_default="a newline", help="text to continue")
-@click.option("--prompt-file", default=None,
+@click.option("--prompt-file", default=None, metavar="PATH",
               help="continue this file's raw bytes instead of --prompt ('-' reads stdin)")
 @click.option("--max-new-tokens", type=int, default=200, show_default=True, help="bytes to generate at most")
 @click.option("--temperature", type=float, default=1.0, show_default=True, help="divides the logits; 0 = greedy")

@@ -210,6 +210,12 @@ def test_sample_command_streams_the_memorised_phrase(run):
     assert sample_cmd(*args).stdout == sample_cmd(*args).stdout
 
 
+def test_compare_cache_prints_both_speeds_and_same_text(run):
+    r = sample_cmd(run["dir"], "--prompt", "hello", "--compare-cache", "--max-new-tokens", 3 * T, "--seed", 2)
+    assert r.exit_code == 0, r.output
+    assert "tok/s with the KV cache" in r.stdout and "same text: True" in r.stdout
+
+
 def test_prompt_file_takes_raw_bytes(run, tmp_path):
     f = tmp_path / "p.bin"
     f.write_bytes(b"\xff\xfehello")  # not UTF-8, but a byte model reads any bytes

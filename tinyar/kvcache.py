@@ -10,14 +10,14 @@ window. The default slide=T//2 re-runs it once every T/2 tokens. Without the cac
 contexts are re-run in full for every token, so both give the same logits (tests check 1e-5).
 
 Nothing recompiles per token: each layer caches keys and values in fixed (1,H,T,Dh) buffers;
-a step writes slot `pos` and attends to slots <= pos through a mask, not a slice, and `pos`
-is an input tensor. Three jitted functions, each compiled once: prefill (1,T), step (1,1),
+a step writes slot `pos` and attends to slots <= pos through a mask, not a slice, and the
+token and `pos` are bound Variables. Three jitted functions, each compiled once: prefill (1,T), step (1,1),
 and the model's own forward (1,T) for the uncached path.
 """
 from __future__ import annotations
 
 import numpy as np
-from tinygrad import Tensor, TinyJit, dtypes
+from tinygrad import Tensor, TinyJit, Variable
 
 from tinyar.data import PAD
 from tinyar.model import Decoder
@@ -38,24 +38,35 @@ class Window:
         self.keys = [Tensor.zeros(*shape, device=dev).contiguous().realize() for _ in model.blocks]
         self.values = [Tensor.zeros(*shape, device=dev).contiguous().realize() for _ in model.blocks]
         self.slots = Tensor(np.arange(self.T, dtype=np.int32), device=dev).realize()  # (T,)
-        self._prefill = TinyJit(self._cached_forward)  # (1,T) from position 0
-        self._step = TinyJit(self._cached_forward)     # (1,1) at position pos
+        self.token_var, self.pos_var = Variable("token", 0, cfg.vocab - 1), Variable("pos", 0, self.T - 1)
+        self._prefill = TinyJit(self._prefill_fn)
+        self._step = TinyJit(self._step_fn)
         self._full = TinyJit(lambda ids: model(ids)[0][0].realize())  # uncached (1,T) -> (T,V)
         self.tokens: list[int] = []
 
-    def _cached_forward(self, ids: Tensor, pos: Tensor) -> Tensor:
-        """ids (1,S) at positions pos..pos+S-1 -> logits (S,V), writing their keys and values into
-        the cache. S is T (prefill, pos 0: every slot is rewritten) or 1 (one step at slot pos)."""
-        m, S, T = self.model, ids.shape[1], self.T
-        q_pos = pos + self.slots[:S]                                    # (S,)
+    def _prefill_fn(self, ids: Tensor) -> Tensor:
+        """ids (1,T) at positions 0..T-1 -> logits (T,V), rewriting every slot of the cache."""
+        m = self.model
+        return self._forward(m.embed(ids) + m.pos_emb, self.slots, write_at=None)
+
+    def _step_fn(self, token: Variable, pos: Variable) -> Tensor:
+        """One token at position pos -> logits (1,V), writing slot pos of the cache. Both come in
+        as bound Variables, so no input tensor is built and copied for every token."""
+        m, p = self.model, Tensor(pos).reshape(1)                     # (1,)
+        x = m.embed(Tensor(token).reshape(1, 1)) + m.pos_emb[p]        # (1,1,D)
+        return self._forward(x, p, write_at=p)
+
+    def _forward(self, x: Tensor, q_pos: Tensor, write_at: Tensor | None) -> Tensor:
+        """x (1,S,D) embedded tokens at positions q_pos (S,) -> logits (S,V). Their keys and values
+        go into slot write_at (S=1), or fill the whole cache (S=T, write_at None)."""
+        m, S, T = self.model, x.shape[1], self.T
         visible = self.slots.reshape(1, T) <= q_pos.reshape(S, 1)      # (S,T) causal, by position
-        x = m.embed(ids) + m.pos_emb[q_pos].unsqueeze(0)               # (1,S,D)
         for block, k_cache, v_cache in zip(m.blocks, self.keys, self.values):
             a, h = block.attn, block.attn_norm(x)
             q, k, v = (proj(h).reshape(1, S, a.heads, a.dim_head).transpose(1, 2)
                        for proj in (a.to_q, a.to_k, a.to_v))            # (1,H,S,Dh)
-            if S < T:  # write the new key/value into slot pos, keep the others
-                here = (self.slots == pos).reshape(1, 1, T, 1)
+            if write_at is not None:  # the new key/value go into one slot, the others stay
+                here = (self.slots == write_at).reshape(1, 1, T, 1)
                 k, v = here.where(k, k_cache), here.where(v, v_cache)  # (1,H,T,Dh)
             k_cache.assign(k)
             v_cache.assign(v)
@@ -75,7 +86,7 @@ class Window:
         padded = np.full((1, self.T), PAD, dtype=np.int32)
         padded[0, :n] = self.tokens
         ids = Tensor(padded, device=dev)
-        logits = self._prefill(ids, Tensor([0], dtype=dtypes.int32, device=dev)) if self.cache else self._full(ids)
+        logits = self._prefill(ids) if self.cache else self._full(ids)
         return logits.numpy()[n - 1]
 
     def start(self, ids) -> np.ndarray:
@@ -93,6 +104,5 @@ class Window:
         self.tokens.append(token)
         if not self.cache:
             return self._run_all()
-        dev, pos = self.slots.device, len(self.tokens) - 1
-        ids = Tensor([[token]], dtype=dtypes.int32, device=dev)
-        return self._step(ids, Tensor([pos], dtype=dtypes.int32, device=dev)).numpy()[0]
+        pos = len(self.tokens) - 1
+        return self._step(self.token_var.bind(token), self.pos_var.bind(pos)).numpy()[0]
