@@ -63,7 +63,8 @@ def mask_scores(scores: Tensor, hidden_keys: Tensor | None = None) -> Tensor:
 def cross_entropy(logits: Tensor, tgt: Tensor, valid: Tensor) -> Tensor:
     """Mean of -log softmax(logits)[tgt] over valid positions. (B,T,V), (B,T), (B,T) bool -> ()
 
-    log_softmax subtracts the row max first, so 1000x logits don't overflow."""
+    logsumexp subtracts the row max first, so 1000x logits don't overflow. (Equal to
+    -log_softmax(logits)[tgt]; this form skips writing the (B,T,V) log-probabilities.)"""
     raise NotImplementedError("cross_entropy: mean of -log softmax(logits)[tgt] over valid positions, stable at large logits (lesson 3, cross-entropy)")
 
 
