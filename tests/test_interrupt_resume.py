@@ -30,10 +30,11 @@ from click.testing import CliRunner
 from cli import StopOnSignal, cli
 from tinyar import checkpoint as ckpt
 from tinyar.config import Config
-from tinyar.data import Corpus
+from tinyar.data import Corpus, corpus_files
 from tinyar.train import Trainer, train
 
 ROOT = Path(__file__).parent.parent
+COMPONENTS = ("total", "ce", "zloss", "next_embed", "grad_norm")
 STEPS = 40
 FLAGS = ["--dim", "16", "--depth", "2", "--heads", "2", "--seq-len", "8", "--batch-size", "2",
          "--mlm", "0.25", "--zloss", "1e-4", "--lr", "0.01", "--warmup", "4"]
@@ -180,15 +181,15 @@ def test_interrupted_twice_then_resumed_equals_one_straight_run(run_b, reference
     assert len(ckpt.checkpoints(run_dir)) == 3
 
 
-def test_divergence_stops_names_the_component_and_keeps_the_last_good_checkpoint(tmp_path, reference):
-    # an absurd learning rate, a corpus piped through stdin, and --force over an older run:
-    # the stale checkpoint goes, training stops at the first NaN/inf with a one-line error,
-    # and no checkpoint holds a non-finite number
+def test_divergence_stops_names_the_component_and_keeps_the_last_good_checkpoint(tmp_path, reference, corpus):
+    # an absurd learning rate, the reference's corpus piped through stdin, and --force over an
+    # older run: the stale checkpoint goes, training stops at the first NaN/inf with a one-line
+    # error, and no checkpoint holds a non-finite number
     run = tmp_path / "run"
     run.mkdir()
     (run / "ckpt-00000999.safetensors").write_bytes(b"an older run")
     (run / "metrics.jsonl").write_text('{"kind": "train", "step": 999}\n')
-    text = (b"the quick brown fox jumps over the lazy dog. " * 40)
+    text = b"".join(p.read_bytes() for p in corpus_files([corpus]))   # the same byte stream as R's
     res = CliRunner().invoke(cli, ["train", "-", *FLAGS, "--lr", "1e30", "--warmup", "1", "--steps", "12",
                                    "--log-every", "1", "--save-every", "1", "--out", str(run), "--force",
                                    "--sample-tokens", "0"], input=text)
@@ -200,6 +201,12 @@ def test_divergence_stops_names_the_component_and_keeps_the_last_good_checkpoint
     assert component in ("ce", "zloss", "total", "grad_norm") or component.startswith("the weights"), err
     assert "lower --lr (now 1e+30" in err and "nothing after it was saved" in err
     assert (run / "stdin.bin").read_bytes() == text
+    # step 1's numbers belong to the initial weights, whatever the learning rate: equal to R's
+    # (a trainer that read them after the update would report NaN here, a false divergence)
+    assert step > 1
+    first, ref_first = rows_of(run)[0], reference[0][0]
+    assert first["step"] == ref_first["step"] == 1
+    assert {k: first[k] for k in COMPONENTS} == {k: ref_first[k] for k in COMPONENTS}
     kept = ckpt.checkpoints(run)
     assert "ckpt-00000999.safetensors" not in [p.name for p in kept]
     if step > 1:
