@@ -311,8 +311,14 @@ def train(corpus, device, out, resume, keep, force, sample_tokens, eval_sample_t
                   + (f" · masking {cfg.mask_prob:g} ({cfg.mask_mode})" if cfg.mask_prob else "")
                   + " · the first step compiles kernels (tens of seconds)")
 
-    from tinyar.sample import Sampler
-    sampler = Sampler(trainer.model)  # compiles on first use; then follows the weights as they train
+    sampler = None   # built (and compiled) only when a sample is asked for; it reads the live weights
+
+    def sample_text(n: int) -> str:
+        nonlocal sampler
+        if sampler is None:
+            from tinyar.sample import Sampler
+            sampler = Sampler(trainer.model)
+        return sampler.generate("\n", n, temperature=0.8, top_k=40, seed=cfg.seed)
     saved_step = trainer.step if meta is not None else None
 
     def save(t: Trainer) -> None:
@@ -348,7 +354,7 @@ def train(corpus, device, out, resume, keep, force, sample_tokens, eval_sample_t
                             console.print("val  " + "  ".join(f"{h} {c}" for h, c in zip(VAL_HEADERS, cols)),
                                           soft_wrap=True)
                         if eval_sample_tokens > 0:
-                            text = sampler.generate("\n", eval_sample_tokens, temperature=0.8, top_k=40, seed=cfg.seed)
+                            text = sample_text(eval_sample_tokens)
                             console.print(f"sample @ {row['step']}: {text!r}", markup=False, highlight=False,
                                           soft_wrap=True)
             except Diverged:
@@ -387,7 +393,7 @@ def train(corpus, device, out, resume, keep, force, sample_tokens, eval_sample_t
             pass
     if sample_tokens > 0:
         try:
-            text = sampler.generate("\n", sample_tokens, temperature=0.8, top_k=40, seed=cfg.seed)
+            text = sample_text(sample_tokens)
         except KeyboardInterrupt:
             fail(f"sampling interrupted; the run itself is complete: {ckpt.latest(out)}", code=130)
         console.print(Panel(Text(text), title="sample (temperature 0.8, top-k 40)", expand=False)) \

@@ -213,10 +213,10 @@ def test_train_ends_with_the_summary(tmp_path, monkeypatch):
             self.step, self.model = 0, type("M", (), {"num_params": lambda self: 1})()
 
     monkeypatch.setattr(tinyar.train, "Trainer", FakeTrainer)
-    monkeypatch.setattr(tinyar.train, "train", lambda trainer, data, on_checkpoint=None: iter(ROWS))
+    monkeypatch.setattr(tinyar.train, "train", lambda trainer, data, **hooks: iter(ROWS))
     corpus = tmp_path / "c.txt"
     corpus.write_text("hello world " * 400)
-    res = invoke("train", corpus, "--out", tmp_path / "run", "--sample-tokens", 0)
+    res = invoke("train", corpus, "--out", tmp_path / "run", "--sample-tokens", 0, "--eval-sample-tokens", 0)
     assert res.exit_code == 0, res.output
     assert "─ ce " in res.stdout and "─ zloss " in res.stdout and BRAILLE & set(res.stdout)
     assert f"plot {tmp_path / 'run'}" in res.stdout
