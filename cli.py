@@ -416,6 +416,52 @@ def devices():
         console.print(f"no default device: {e}")
 
 
+@cli.command()
+@config_options
+@click.option("--device", default=None, help="tinygrad device [default: DEV or tinygrad's pick]")
+@click.option("--timed-steps", type=int, default=10, show_default=True, help="steady steps timed (median)")
+@click.option("--vs-torch", is_flag=True, help="same model and losses in x-transformers (PyTorch), interleaved")
+@click.option("--torch-threads", type=int, default=None, help="PyTorch CPU threads [default: torch's]")
+@click.option("--components", is_flag=True, help="time CE only, each loss component alone, and all")
+@click.option("--beam", type=int, default=0, show_default=True,
+              help="BEAM search width for kernels: faster steps, minutes of search once per shape")
+@click.option("--json", "as_json", is_flag=True, help="print the numbers as JSON")
+def bench(device, timed_steps, vs_torch, torch_threads, components, beam, as_json, **fields):
+    """Time training steps: first (compile) step, steady step, tokens/s, FLOP/s, memory."""
+    from tinyar import bench as B, kernel_cache
+    from tinyar.devices import DeviceError, use_device
+    try:
+        dev = use_device(device)
+        cfg = Config().replace(**{k: v for k, v in fields.items() if v is not None}).validate()
+    except (ConfigError, DeviceError) as e:
+        fail(str(e))
+    if timed_steps < 1:
+        fail("--timed-steps must be at least 1")
+    kernel_cache.enable()
+    B.set_beam(beam)
+    with console.status("bench") as status:
+        res = B.run(cfg, timed_steps, vs_torch, components, torch_threads, on_status=status.update)
+    kernel_cache.save()
+    if as_json:
+        click.echo(json.dumps(res, indent=2))
+        return
+    mb = lambda b: "?" if b is None else f"{b / 2**20:,.0f}"
+    title = (f"{cfg.dim}d×{cfg.depth}L×{cfg.heads}h, T {cfg.seq_len}, B {cfg.batch_size}, "
+             f"{B.model_flops(cfg) / 1e9:.2f} GFLOP/step" + ("" if components else f" · loss {B.loss_settings(cfg)}")
+             + (f" · BEAM={beam}" if beam else ""))
+    table = Table("run", "device", "first step", "step", "tokens/s", "GFLOP/s", "vs torch", "peak RSS MB", title=title)
+    for r in res["rows"]:
+        table.add_row(r["name"], r["device"], f"{r['first_s']:.1f} s", f"{r['step_s'] * 1e3:,.0f} ms",
+                      f"{r['tokens_per_s']:,.0f}", f"{r['flops_per_s'] / 1e9:.2f}",
+                      "" if r["vs_torch"] is None else f"{r['vs_torch']:.2f}×",
+                      mb(r["peak_rss"]) + ("" if r["buffers"] is None else f" ({mb(r['buffers'])})"))
+    console.print(table)
+    console.print(f"numpy float32 1024² matmul here: {res['numpy_flops'] / 1e9:.1f} GFLOP/s · step: median of "
+                  f"{timed_steps}, interleaved · first step: trace + plan + generate + compile + run (seconds "
+                  f"once caches are warm) · peak RSS: growth while building + 2 steps (tinygrad buffers)"
+                  + ("" if res["torch"] is None else f" · x-transformers: {res['torch']}"))
+
+
 # ── assignments: hand out stubs, grade submissions (tinyar/assign*.py) ────────────────────
 
 @cli.command()
