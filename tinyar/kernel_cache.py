@@ -66,9 +66,10 @@ def load() -> int:
     return len(data.get("programs", {})) + len(data.get("schedules", {}))
 
 
-def save() -> None:
-    """Merge this process's kernels into the file (written to a temp file, then renamed)."""
-    p = path()
+def save(p: Path | None = None) -> None:
+    """Merge this process's kernels into the file `p` (default: path()); written to a temp
+    file, then renamed, so a reader never sees half a file."""
+    p = p or path()
     if p is None:
         return
     programs, schedules = _caches()
@@ -108,4 +109,4 @@ def enable() -> None:
         return
     _enabled = True
     load()
-    atexit.register(save)
+    atexit.register(save, path())

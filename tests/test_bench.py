@@ -1,0 +1,79 @@
+"""The benchmark and the kernel cache, on the shared TINY shape (same kernels as test_train)."""
+import json
+import pickle
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import TINY
+from tinyar import bench, kernel_cache
+
+TINY_FLAGS = ["--dim", "16", "--depth", "2", "--heads", "2", "--seq-len", "8", "--batch-size", "2",
+              "--mlm", "0.25", "--zloss", "1e-4"]   # test_train's `run` settings: its kernels are reused
+
+
+def test_model_flops_is_six_per_weight_per_token_plus_attention():
+    # d 16, 2 layers, 2 heads of 8, T 8, B 2, vocab 258: by hand
+    weights = 2 * (4 * 16 * 16 + 2 * 4 * 16 * 16) + 16 * 258
+    attention = 2 * 3 * 4 * 2 * 8 * 8 * 16
+    assert bench.model_flops(TINY) == 6 * weights * 2 * 8 + attention
+    assert bench.model_flops(TINY.replace(next_embed_weight=0.1)) == bench.model_flops(TINY) + 6 * 2 * 16 * 16 * 16
+
+
+def test_component_configs_switch_one_component_each():
+    cfgs = bench.component_configs(TINY.replace(zloss_weight=1.0))
+    assert cfgs["ce only"].zloss_weight == 0 and not cfgs["ce only"].use_next_embed
+    assert cfgs["+ z-loss"].zloss_weight == 1e-4 and cfgs["+ next-embed"].next_embed_weight == 0.1
+    assert cfgs["all"].mask_prob == 0.15 and cfgs["all"].use_next_embed
+
+
+def test_kernel_cache_round_trip(tmp_path, monkeypatch):
+    # what one process generated, another process loads: same keys, nothing regenerated
+    path = tmp_path / "kernels.pkl"
+    monkeypatch.setenv("TINYAR_KERNEL_CACHE", str(path))
+    from tinygrad import Tensor
+    (Tensor([1.0, 2.0]) * 3).realize()
+    kernel_cache.save()
+    saved = pickle.loads(path.read_bytes())
+    programs, schedules = kernel_cache._caches()
+    assert set(saved["programs"]) == set(programs) and saved["programs"]
+    code = "from tinyar import kernel_cache; print(kernel_cache.load())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**__import__("os").environ, "TINYAR_KERNEL_CACHE": str(path)})
+    assert int(out.stdout) == len(saved["programs"]) + len(saved["schedules"])
+
+
+def test_kernel_cache_off_and_damaged(tmp_path, monkeypatch):
+    monkeypatch.setenv("TINYAR_KERNEL_CACHE", "0")
+    assert kernel_cache.path() is None and kernel_cache.load() == 0
+    kernel_cache.save()   # a no-op, no file anywhere
+    bad = tmp_path / "bad.pkl"
+    bad.write_bytes(b"not a pickle")
+    monkeypatch.setenv("TINYAR_KERNEL_CACHE", str(bad))
+    assert kernel_cache.load() == 0   # a damaged file is ignored, then replaced
+    kernel_cache.save()
+    assert pickle.loads(bad.read_bytes())["programs"]
+
+
+@pytest.mark.parametrize("vs_torch", [False, True])
+def test_cli_bench_prints_the_table(tmp_path, monkeypatch, vs_torch):
+    monkeypatch.setenv("TINYAR_KERNEL_CACHE", str(tmp_path / "k.pkl"))
+    if vs_torch and bench.torch_available():
+        pytest.skip(bench.torch_available())
+    from cli import cli
+    res = CliRunner().invoke(cli, ["bench", *TINY_FLAGS, "--timed-steps", "2", "--json"]
+                             + (["--vs-torch"] if vs_torch else []))
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output[res.output.index("{"):])
+    rows = {r["name"]: r for r in out["rows"]}
+    tiny = rows["tinyar"]
+    assert len(tiny["times"]) == 2 and tiny["step_s"] > 0 and tiny["first_s"] > 0
+    assert tiny["tokens_per_s"] == pytest.approx(2 * 8 / tiny["step_s"])
+    assert tiny["buffers"] > 0 and out["numpy_flops"] > 1e8
+    if vs_torch:
+        ref = rows["x-transformers"]
+        assert ref["vs_torch"] == 1.0 and tiny["vs_torch"] == pytest.approx(ref["step_s"] / tiny["step_s"])
+    res = CliRunner().invoke(cli, ["bench", *TINY_FLAGS, "--timed-steps", "1"])
+    assert res.exit_code == 0 and "tokens/s" in res.output and "numpy" in res.output
