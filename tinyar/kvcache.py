@@ -76,7 +76,7 @@ class Window:
             out = (probs @ v).transpose(1, 2).reshape(1, S, a.heads * a.dim_head)
             x = x + a.to_out(out)
             x = x + block.ff(block.ff_norm(x))
-        logits = m.head(m.norm(x))[0]                                  # (S,V)
+        logits = m.logits(m.norm(x))[0]                                # (S,V)
         Tensor.realize(logits, *self.keys, *self.values)
         return logits
 
