@@ -636,6 +636,7 @@ def sample(run, prompt, prompt_file, max_new_tokens, temperature, greedy, top_k,
     """Continue a prompt with the newest checkpoint in the run folder RUN, streaming the text."""
     import secrets
 
+    from tinyar import kernel_cache
     from tinyar.checkpoint import CheckpointError
     from tinyar.devices import DeviceError, use_device
     from tinyar.sample import SampleError, Sampler, check_settings, compare_cache as compare, load_model, to_bytes
@@ -651,6 +652,7 @@ def sample(run, prompt, prompt_file, max_new_tokens, temperature, greedy, top_k,
             fail(f"the prompt {'file ' + prompt_file + ' ' if prompt_file else ''}is empty; "
                  f"give at least one character, e.g. --prompt $'\\n'")
         use_device(device)
+        kernel_cache.enable()  # a second `sample` of the same model shape starts in seconds
         model, path = load_model(run)
         sampler = Sampler(model, cache=not no_cache, slide=slide)
         if compare_cache:

@@ -192,7 +192,8 @@ def test_invalid_settings_raise(bad):
 # ---- loading a run and the `sample` command
 
 def sample_cmd(*args):
-    return CliRunner().invoke(cli, ["sample", *map(str, args)])
+    # TINYAR_KERNEL_CACHE=0: tests leave no kernel file in the user's cache folder
+    return CliRunner().invoke(cli, ["sample", *map(str, args)], env={"TINYAR_KERNEL_CACHE": "0"})
 
 
 def test_load_model_gives_the_trained_model(run):

@@ -52,8 +52,9 @@ class Window:
     def _step_fn(self, token: Variable, pos: Variable) -> Tensor:
         """One token at position pos -> logits (1,V), writing slot pos of the cache. Both come in
         as bound Variables, so no input tensor is built and copied for every token."""
-        m, p = self.model, Tensor(pos).reshape(1)                     # (1,)
-        x = m.embed(Tensor(token).reshape(1, 1)) + m.pos_emb[p]        # (1,1,D)
+        m, dev = self.model, self.slots.device
+        p = Tensor(pos, device=dev).reshape(1)                         # (1,)
+        x = m.embed(Tensor(token, device=dev).reshape(1, 1)) + m.pos_emb[p]  # (1,1,D)
         return self._forward(x, p, write_at=p)
 
     def _forward(self, x: Tensor, q_pos: Tensor, write_at: Tensor | None) -> Tensor:
@@ -71,11 +72,11 @@ class Window:
             k_cache.assign(k)
             v_cache.assign(v)
             scores = (q @ k.transpose(-1, -2)) * (a.dim_head ** -0.5)   # (1,H,S,T)
-            probs = visible.where(scores, -float("inf")).softmax(-1)
+            probs = visible.where(scores, -float("inf")).softmax(-1).contiguous()  # else @ v redoes the exp
             out = (probs @ v).transpose(1, 2).reshape(1, S, a.heads * a.dim_head)
             x = x + a.to_out(out)
             x = x + block.ff(block.ff_norm(x))
-        logits = m.head(m.norm(x))[0]                                  # (S,V)
+        logits = m.logits(m.norm(x))[0]                                # (S,V)
         Tensor.realize(logits, *self.keys, *self.values)
         return logits
 
