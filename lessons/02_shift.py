@@ -28,7 +28,6 @@ check("predictions_per_batch", tgt.numel(), 2 * T)   # B*T examples from one (B,
 # Causality. Two inputs that differ only at position 4: "the cat " vs "the bat ".
 a, b = encode("the cat "), encode("the bat ")
 changed = int(np.flatnonzero(a != b)[0])
-Tensor.manual_seed(0)
 model = Decoder(CFG)                                             # untrained is enough here
 logits = model(Tensor(np.stack([a, b]).astype(np.int32)))[0].numpy()  # (2, T, V): both at once
 moved = np.abs(logits[0] - logits[1]).max(-1)                   # (T,) largest change per position
