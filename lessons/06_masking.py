@@ -33,8 +33,8 @@ corpus = Corpus(default_corpus(), T)
 model = course_trainer().model
 
 batch = corpus.batch(rng, B, "val")                               # (B, T+1)
-print("mask\n", mask.astype(int), "\ninputs\n", batch[:, :-1])
-print("replace's inputs (MASK = 256)\n", replace_masked(Tensor(batch[:, :-1]), Tensor(mask)).numpy())
+print(f"mask (1 = masked):\n{mask.astype(int)}\ninputs:\n{batch[:, :-1]}")
+print(f"replace's inputs (MASK = 256):\n{replace_masked(Tensor(batch[:, :-1]), Tensor(mask)).numpy()}")
 ce = {"none": autoregressive_loss(model, batch)["ce"].item()}
 for mode in ("replace", "fcm"):
     ce[mode] = autoregressive_loss(model, batch, mask_positions=mask, mask_mode=mode)["ce"].item()

@@ -39,7 +39,7 @@ summed, per_layer, _ = zlosses(fresh, batches[:1])
 library = attention_zloss(fresh(Tensor(batches[0][:, :-1]))[1]).item()
 check("by_hand_vs_library", abs(summed - library), 0.0, 1e-3)
 # Untrained, lse_i ≈ ln(i+1) in every layer and head (lesson 4), so sum-then-square gives
-# H * (L ln(i+1))^2 per position and the per-layer version H * L * ln(i+1)^2: half as much.
+# H * (L ln(i+1))^2 per position and the per-layer version H * L * ln(i+1)^2, 1/L of it (here half).
 H, L = CFG.heads, CFG.depth
 mean_sq_log = np.mean([math.log(i + 1) ** 2 for i in range(T)])
 check("untrained_zloss", summed, H * L * L * mean_sq_log, 0.3)      # expect ≈ 17.5
