@@ -21,14 +21,13 @@ from tinyar.model import Decoder
 # Counting data makes the shift visible: every target must be its input plus one.
 tokens = np.arange(T + 1)[None] + np.array([[0], [100]])       # (2, T+1): 0..8 and 100..108
 inp, tgt = shift(Tensor(tokens.astype(np.int32)))               # (2, T) each
-print("window\n", tokens, "\ninputs\n", inp.numpy(), "\ntargets\n", tgt.numpy())
+print(f"window (B, T+1):\n{tokens}\ninputs (B, T):\n{inp.numpy()}\ntargets (B, T):\n{tgt.numpy()}")
 check("max_abs_targets_minus_inputs_minus_1", np.abs(tgt.numpy() - inp.numpy() - 1).max(), 0)
 check("predictions_per_batch", tgt.numel(), 2 * T)   # B*T examples from one (B, T+1) batch
 
 # Causality. Two inputs that differ only at position 4: "the cat " vs "the bat ".
 a, b = encode("the cat "), encode("the bat ")
 changed = int(np.flatnonzero(a != b)[0])
-Tensor.manual_seed(0)
 model = Decoder(CFG)                                             # untrained is enough here
 logits = model(Tensor(np.stack([a, b]).astype(np.int32)))[0].numpy()  # (2, T, V): both at once
 moved = np.abs(logits[0] - logits[1]).max(-1)                   # (T,) largest change per position

@@ -18,7 +18,6 @@ from tinygrad import Tensor
 
 from tinyar.model import Decoder
 
-Tensor.manual_seed(0)
 attn = Decoder(CFG).blocks[0].attn
 H, Dh = attn.heads, attn.dim_head
 x = np.random.default_rng(0).normal(size=(B, T, D)).astype(np.float32)  # a normalised residual stream

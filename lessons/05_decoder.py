@@ -17,7 +17,6 @@ from tinyar.data import VOCAB, Corpus, default_corpus
 from tinyar.loss import shift
 from tinyar.model import Decoder
 
-Tensor.manual_seed(0)
 model = Decoder(CFG)
 batch = Corpus(default_corpus(), T).batch(np.random.default_rng(0), B)
 inp, _ = shift(Tensor(batch))                                     # (B, T)

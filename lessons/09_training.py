@@ -42,15 +42,15 @@ decayed = len(trainer.opt.optimizers[0].params)
 print(f"AdamW: weight decay on {decayed} matrices, none on {len(trainer.params) - decayed} norm scales and biases")
 val_batches = corpus.val_batches(cfg.eval_batches, cfg.batch_size)
 table = Table("step", "total", "ce", "z-loss", "next-emb", "|grad|", "lr", "val ce", title="training")
-first = None
 for step in range(1, cfg.steps + 1):                                  # the loop, top to bottom
-    batch, mask = trainer.next_batch(corpus)                          # (B, T+1), (B, T) bool
+    batch, mask = trainer.next_batch(corpus)                          # (B, T+1), (B, T) bool: 1 masked per row
     row = trainer.train_step(batch, mask)                             # every component, as floats
-    first = first or row
+    if step == 1:
+        first = row
     if step % cfg.log_every == 0 or step == 1:
-        val = trainer.evaluate(val_batches)["val_ce"] if step % cfg.eval_every == 0 or step == 1 else None
+        val = trainer.evaluate(val_batches)["val_ce"]                 # no masking, fixed batches
         table.add_row(str(step), *(f"{row[k]:.4g}" for k in ("total", "ce", "zloss", "next_embed", "grad_norm")),
-                      f"{row['lr']:.1e}", "" if val is None else f"{val:.3f}")
+                      f"{row['lr']:.1e}", f"{val:.3f}")
 Console().print(table)
 check("first_step_ce", first["ce"], math.log(VOCAB), 0.1)            # expect ≈ 5.55, untrained
 check("first_step_zloss", first["zloss"], 17.5, 0.5)                  # expect ≈ 17.5 (lesson 7)

@@ -10,7 +10,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's tinyar, installed or not
 
+from tinyar import kernel_cache  # noqa: E402
 from tinyar.config import Config  # noqa: E402
+
+kernel_cache.enable()  # generated kernels kept in ~/.cache/tinyar: a lesson's second run starts in seconds
 
 # The shape is the tests' TINY; 300 steps take seconds once compiled (steps don't change kernels).
 CFG = Config(dim=16, depth=2, heads=2, seq_len=8, batch_size=2, steps=300, warmup=20, lr=1e-2,

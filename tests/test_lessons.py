@@ -1,35 +1,124 @@
-"""Every lesson runs from the repo root and every CHECK it prints holds.
+"""Every lesson runs as a user runs it (`python lessons/NN_name.py` from the repo root) and
+every expectation it states still holds.
 
-Lessons end in `CHECK name = value   expect ...   ok|MISMATCH` lines (lessons/_common.py), so a
-lesson whose stated expectation drifts from what the library does fails here."""
+Lessons end in lines `CHECK name = value   expect op expected (± tol)   ok` (lessons/_common.py).
+This file re-reads them and re-checks each value itself, and it knows which checks each lesson
+must print, so a lesson can't rot silently: not by failing, not by printing a wrong
+expectation, not by losing a check. The lessons run in subprocesses, two at a time
+(TINYAR_LESSON_JOBS), with the course model in a temporary folder: 06 trains it, and the
+other lessons that use it (07, 10) start after 06 and load it.
+"""
+import importlib.util
 import os
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from conftest import TINY
+
 ROOT = Path(__file__).resolve().parent.parent
-LESSONS = sorted(p.name for p in (ROOT / "lessons").glob("[0-9][0-9]_*.py"))
+LESSONS = sorted(p.stem for p in (ROOT / "lessons").glob("[0-9][0-9]_*.py"))
+FIRST = ("06_masking", "09_training")   # 06 trains the course model, 09 its own: start both first
+
+# the checks each lesson prints, in order; a lesson that loses or renames one fails here
+EXPECTED = {
+    "01_bytes": ["tokens_in_hello", "validation_fraction", "batch_rows_B", "batch_cols_T_plus_1",
+                 "rows_are_slices_of_train_text", "unigram_entropy_nats"],
+    "02_shift": ["max_abs_targets_minus_inputs_minus_1", "predictions_per_batch", "changed_position",
+                 "logit_change_before_it", "logit_change_from_it_on"],
+    "03_cross_entropy": ["by_hand_minus_library", "naive_is_nan_at_1000x", "library_relative_error_at_1000x",
+                         "pad_is_ignored", "untrained_ce"],
+    "04_attention": ["weights_on_future_keys", "max_abs_row_sum_minus_1", "lse_by_hand_vs_library",
+                     "output_by_hand_vs_library", "query0_lse_minus_its_score", "lse_last_query"],
+    "05_decoder": ["step_by_step_vs_model", "lse_layers_returned", "final_norm_mean", "final_norm_std",
+                   "num_params", "embedding_and_head_share"],
+    "06_masking": ["rows_without_exactly_2_masked", "position_0_masked_in_10000_rows",
+                   "max_deviation_from_2/7_at_positions_1_to_7", "replace_ce_is_mean_over_all_targets",
+                   "fcm_ce_is_mean_over_all_targets", "rise_before_first_mask", "replace_rise_at_masked",
+                   "fcm_over_replace_rise_at_masked", "library_refuses_fcm_position_0", "position_0_logits_all_nan"],
+    "07_zloss": ["by_hand_vs_library", "untrained_zloss", "untrained_per_layer", "zloss_ratio_with_vs_without",
+                 "val_ce_cost", "layer0_lse_times_layer1_lse_with", "per_layer_over_summed_with"],
+    "08_next_embed": ["mse_by_hand_vs_library", "l1_by_hand_vs_library", "autoregressive_loss_reports_mse",
+                      "mse_gradient_is_2_err_over_N", "l1_gradient_is_sign_err_over_N", "target_only_rows_exist",
+                      "gradient_on_target_rows_detached", "gradient_on_target_rows_not_detached"],
+    "09_training": ["lr_first_step", "lr_after_warmup", "lr_at_end", "norm_before_clipping", "norm_after_clipping",
+                    "first_step_ce", "first_step_zloss", "first_step_total", "final_val_ce"],
+    "10_sampling": ["window_vs_plain_forward", "entropy_rises_with_temperature", "entropy_at_temperature_100",
+                    "top_k_5_keeps", "top_p_mass_kept", "top_p_mass_without_its_least_likely",
+                    "min_p_least_kept_over_best", "greedy_is_argmax", "same_text_with_and_without_cache",
+                    "same_seed_same_text", "printable_ascii_fraction"],
+}
+CHECK = re.compile(r"^CHECK (\S+) = (\S+)\s+expect (=|≈|<|>) (\S+)(?: ± (\S+))?\s+(ok|MISMATCH)$", re.M)
 
 
-def test_the_course_has_its_lessons():
-    assert len(LESSONS) >= 9 and LESSONS[0].startswith("01_")
+def holds(value: float, op: str, expected: float, tol: float) -> bool:
+    # the printed numbers have 6 significant digits: allow that much rounding on top of tol
+    slack = 1e-5 * max(abs(value), abs(expected))
+    return {"=": abs(value - expected) <= slack, "≈": abs(value - expected) <= tol + slack,
+            "<": value < expected + slack, ">": value > expected - slack}[op]
+
+
+def load_common(monkeypatch):
+    monkeypatch.setenv("TINYAR_KERNEL_CACHE", "0")   # importing it must not touch the user's cache
+    spec = importlib.util.spec_from_file_location("lesson_common", ROOT / "lessons" / "_common.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """One folder for the course model, so the lessons that use it train it once."""
-    return tmp_path_factory.mktemp("lesson-runs")
+def outputs(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
+    env = dict(os.environ, TINYAR_LESSON_RUNS=str(tmp_path_factory.mktemp("lesson-runs")),
+               PYTHONPATH=str(ROOT), PYTHONIOENCODING="utf-8")
+    run = lambda name: subprocess.run([sys.executable, f"lessons/{name}.py"], cwd=ROOT, env=env,
+                                      capture_output=True, text=True, encoding="utf-8", timeout=1500)
+    with ThreadPoolExecutor(int(os.environ.get("TINYAR_LESSON_JOBS", "2"))) as pool:
+        first = {name: pool.submit(run, name) for name in FIRST}
+        first["06_masking"].result()                 # the course model exists from here on
+        rest = {name: pool.submit(run, name) for name in LESSONS if name not in FIRST}
+        return {name: f.result() for name, f in (first | rest).items()}
 
 
-@pytest.mark.parametrize("name", LESSONS)
-def test_lesson_runs_and_its_checks_hold(name, runs):
-    env = dict(os.environ, TINYAR_LESSON_RUNS=str(runs), PYTHONPATH=str(ROOT))
-    res = subprocess.run([sys.executable, f"lessons/{name}"], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=1200)
-    checks = re.findall(r"^CHECK (\S+) = .*?(ok|MISMATCH)$", res.stdout, re.M)
-    assert res.returncode == 0, f"{name} failed:\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}"
-    assert checks, f"{name} printed no CHECK line"
-    assert all(status == "ok" for _, status in checks), checks
+def test_the_course_is_complete():
+    assert LESSONS == sorted(EXPECTED), "add the new lesson's checks to EXPECTED (or remove the old one's)"
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_lesson_runs_and_its_checks_hold(name, outputs):
+    res = outputs[name]
+    assert res.returncode == 0, f"{name} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+    found = CHECK.findall(res.stdout)
+    assert [c[0] for c in found] == EXPECTED[name], res.stdout[-3000:]
+    for check, value, op, expected, tol, status in found:
+        assert status == "ok", f"{name}: {check} printed {status}"
+        assert holds(float(value), op, float(expected), float(tol or 0)), f"{name}: {check} = {value}, expected {op} {expected} ± {tol}"
+
+
+def test_a_failed_check_stops_the_lesson(monkeypatch, capsys):
+    common = load_common(monkeypatch)
+    common.check("fine", 5.5512, 5.553, 0.05)
+    with pytest.raises(SystemExit, match="lesson check wrong failed"):
+        common.check("wrong", 5.0, 5.553, 0.05)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("ok") and lines[1].endswith("MISMATCH")
+    assert [c[0] for c in CHECK.findall("\n".join(lines))] == ["fine", "wrong"]
+
+
+def test_the_course_model_has_the_tests_tiny_shape(monkeypatch):
+    """One shape for lessons and tests, so they share generated kernels."""
+    cfg = load_common(monkeypatch).CFG
+    for field in ("dim", "depth", "heads", "seq_len", "batch_size", "vocab"):
+        assert getattr(cfg, field) == getattr(TINY, field), field
+
+
+def test_lessons_are_short_documented_and_in_the_readme():
+    readme = (ROOT / "lessons" / "README.md").read_text()
+    for name in LESSONS:
+        text = (ROOT / "lessons" / f"{name}.py").read_text()
+        assert len(text.splitlines()) <= 80, f"{name} has {len(text.splitlines())} lines; lessons stay under ~80"
+        assert text.startswith('"""Lesson ') and "Look at:" in text and f"Run: python lessons/{name}.py" in text
+        assert f"`{name}.py`" in readme, f"lessons/README.md has no row for {name}.py"
