@@ -440,7 +440,8 @@ def bench(device, timed_steps, vs_torch, torch_threads, components, beam, as_jso
     kernel_cache.enable()
     B.set_beam(beam)
     with console.status("bench") as status:
-        res = B.run(cfg, timed_steps, vs_torch, components, torch_threads, on_status=status.update)
+        res = B.run(cfg, timed_steps, vs_torch, components, torch_threads, on_status=status.update,
+                    devices=dev if isinstance(dev, tuple) else None)
     kernel_cache.save()
     if as_json:
         click.echo(json.dumps(res, indent=2))

@@ -68,3 +68,35 @@ def test_devices_command_lists_backends():
     res = CliRunner().invoke(cli, ["devices"])
     assert res.exit_code == 0
     assert "CPU" in res.output and "METAL" in res.output and "train picks" in res.output
+
+
+@pytest.fixture
+def restore_dev():
+    # the CLI sets tinygrad's default device for the process; put the suite's back afterwards
+    import os
+    from tinygrad.helpers import DEV
+    saved, env = repr(DEV), os.environ["DEV"]
+    yield
+    DEV.value, os.environ["DEV"] = saved, env
+
+
+def test_cli_trains_data_parallel(tmp_path, restore_dev):
+    # DEV=CPU:0 would name a renderer in tinygrad, so the CLI must keep indices out of DEV
+    import json
+    from cli import cli
+    corpus = tmp_path / "c.txt"
+    corpus.write_bytes(TEXT)
+    flags = ["--dim", "16", "--depth", "2", "--heads", "2", "--seq-len", "8", "--batch-size", "4", "--mlm", "0.25",
+             "--mlm-mode", "fcm", "--zloss", "1e-2", "--next-embed", "0.1", "--steps", "3", "--log-every", "1"]
+    res = CliRunner().invoke(cli, ["train", str(corpus), *flags, "--device", "CPU:0,CPU:1", "--out", str(tmp_path / "r"),
+                                   "--sample-tokens", "4", "--eval-sample-tokens", "0"])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if r.get("kind") == "train"]
+    assert [r["step"] for r in train_rows] == [1, 2, 3] and all(np.isfinite(r["total"]) for r in train_rows)
+
+
+def test_one_device_by_index_is_refused(restore_dev):
+    with pytest.raises(DeviceError, match="--device CPU:0,CPU:1"):
+        use_device("CPU:1")
+    assert use_device("CPU:0") == "CPU"

@@ -78,11 +78,12 @@ class TinyarRun:
     """tinyar's Trainer, one train_step per call."""
     name = "tinyar"
 
-    def __init__(self, cfg: Config, corpus: Corpus):
+    def __init__(self, cfg: Config, corpus: Corpus, devices: tuple[str, ...] | None = None):
         from tinygrad import Device
+        from tinygrad.helpers import DEV
         from tinyar.train import Trainer
-        self.cfg, self.trainer, self.corpus = cfg, Trainer(cfg), corpus
-        self.device = Device.DEFAULT
+        self.cfg, self.trainer, self.corpus = cfg, Trainer(cfg, devices=devices), corpus
+        self.device = ",".join(devices) if devices else (repr(DEV) or Device.DEFAULT)   # CPU:LLVM, not CPU
 
     def step(self) -> float:
         batch, mask = self.trainer.next_batch(self.corpus)
@@ -201,12 +202,13 @@ def set_beam(n: int) -> None:
 
 
 def run(cfg: Config, timed_steps: int = 10, vs_torch: bool = False, components: bool = False,
-        torch_threads: int | None = None, on_status=lambda msg: None) -> dict:
-    """The whole benchmark. -> {"rows": [...], "numpy_flops": float, "torch": None or why not}"""
+        torch_threads: int | None = None, on_status=lambda msg: None, devices: tuple[str, ...] | None = None) -> dict:
+    """The whole benchmark; devices: several for data-parallel tinyar.
+    -> {"rows": [...], "numpy_flops": float, "torch": None or why not}"""
     corpus = stdlib_corpus(cfg)
-    runs = {"tinyar": lambda: TinyarRun(cfg, corpus)}
+    runs = {"tinyar": lambda: TinyarRun(cfg, corpus, devices)}
     if components:
-        runs = {f"tinyar {name}": (lambda c=c: TinyarRun(c, corpus)) for name, c in component_configs(cfg).items()}
+        runs = {f"tinyar {name}": (lambda c=c: TinyarRun(c, corpus, devices)) for name, c in component_configs(cfg).items()}
     why_not = torch_available() if vs_torch else "not asked for (--vs-torch)"
     if vs_torch and why_not is None:
         import torch
