@@ -286,7 +286,9 @@ def train(corpus, device, out, resume, keep, force, sample_tokens, eval_sample_t
                       f"{meta['corpus_bytes']:,}; continuing on the new one")
 
     # 3. the trainer, restored exactly when resuming
+    from tinyar import kernel_cache
     from tinyar.train import Diverged, Trainer, train as train_loop
+    kernel_cache.enable()   # generated kernels from earlier runs: the first step takes seconds, not minutes
     try:
         trainer = Trainer(cfg, devices=dev if isinstance(dev, tuple) else None)
     except ValueError as e:
@@ -338,9 +340,13 @@ def train(corpus, device, out, resume, keep, force, sample_tokens, eval_sample_t
     try:
         with stop, (live or nullcontext()), open(out / ckpt.METRICS, "a") as metrics:
             try:
+                cached = set()
                 for row in train_loop(trainer, data, on_checkpoint=save, should_stop=stop):
                     metrics.write(json.dumps(row) + "\n")
                     metrics.flush()
+                    if row["kind"] not in cached:   # the train (or eval) kernels now exist: keep them
+                        cached.add(row["kind"])
+                        kernel_cache.save()
                     if row["kind"] == "train":
                         last_train, cols = row, train_columns(cfg, row)
                         progress.update(task, completed=row["step"], tok_s=f"{row['tok_s']:,.0f} tok/s")
@@ -448,18 +454,20 @@ def bench(device, timed_steps, vs_torch, torch_threads, components, beam, as_jso
         return
     mb = lambda b: "?" if b is None else f"{b / 2**20:,.0f}"
     title = (f"{cfg.dim}d×{cfg.depth}L×{cfg.heads}h, T {cfg.seq_len}, B {cfg.batch_size}, "
-             f"{B.model_flops(cfg) / 1e9:.2f} GFLOP/step" + ("" if components else f" · loss {B.loss_settings(cfg)}")
+             f"{B.model_flops(cfg) / 1e9:.2f} GFLOP/step"
+             + (" · tinyar with ce only, each component alone, all" if components else f" · loss {B.loss_settings(cfg)}")
              + (f" · BEAM={beam}" if beam else ""))
-    table = Table("run", "device", "first step", "step", "tokens/s", "GFLOP/s", "vs torch", "peak RSS MB", title=title)
+    table = Table("run", "device", "1st step", "step", "tokens/s", "GFLOP/s", "vs torch", "RSS MB", title=title)
     for r in res["rows"]:
-        table.add_row(r["name"], r["device"], f"{r['first_s']:.1f} s", f"{r['step_s'] * 1e3:,.0f} ms",
+        table.add_row(r["name"].removeprefix("tinyar ") if components and r["name"] != "x-transformers" else r["name"],
+                      r["device"].replace(" CPU×", " ×"), f"{r['first_s']:.1f} s", f"{r['step_s'] * 1e3:,.0f} ms",
                       f"{r['tokens_per_s']:,.0f}", f"{r['flops_per_s'] / 1e9:.2f}",
                       "" if r["vs_torch"] is None else f"{r['vs_torch']:.2f}×",
                       mb(r["peak_rss"]) + ("" if r["buffers"] is None else f" ({mb(r['buffers'])})"))
     console.print(table)
     console.print(f"numpy float32 1024² matmul here: {res['numpy_flops'] / 1e9:.1f} GFLOP/s · step: median of "
                   f"{timed_steps}, interleaved · first step: trace + plan + generate + compile + run (seconds "
-                  f"once caches are warm) · peak RSS: growth while building + 2 steps (tinygrad buffers)"
+                  f"once caches are warm) · RSS MB: peak growth while building + 2 steps (tinygrad buffers)"
                   + ("" if res["torch"] is None else f" · x-transformers: {res['torch']}"))
 
 
