@@ -60,10 +60,21 @@ def captured_stderr(into: list[str]):
             into.extend(f.read().decode(errors="replace").splitlines())
 
 
+_probed: dict[tuple, str | None] = {}   # a failed kernel fails the same way again, without the compiler's message
+
+
 def probe_dtype(dtype: str, device: str | None = None) -> str | None:
     """Compile and run, forward and backward, one small matmul the way a --dtype run does: float32
     weights cast to `dtype`, the product stored in `dtype`, the gradient back in float32.
     -> None if it works and is right, else a one-line reason (the compiler's first error)."""
+    from tinygrad.helpers import DEV
+    key = (dtype, device, repr(DEV))
+    if key not in _probed:
+        _probed[key] = _probe_dtype(dtype, device)
+    return _probed[key]
+
+
+def _probe_dtype(dtype: str, device: str | None) -> str | None:
     import numpy as np
     from tinygrad import Tensor, dtypes
     from tinygrad.helpers import Context
