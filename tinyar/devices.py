@@ -60,7 +60,7 @@ def captured_stderr(into: list[str]):
             into.extend(f.read().decode(errors="replace").splitlines())
 
 
-_probed: dict[tuple, str | None] = {}   # a failed kernel fails the same way again, without the compiler's message
+_probed: dict[tuple, str | None] = {}   # (dtype, device, DEV) -> reason: each is probed once per process
 
 
 def probe_dtype(dtype: str, device: str | None = None) -> str | None:
@@ -78,12 +78,15 @@ def _probe_dtype(dtype: str, device: str | None) -> str | None:
     import numpy as np
     from tinygrad import Tensor, dtypes
     from tinygrad.helpers import Context
-    dt = getattr(dtypes, dtype)
-    log: list[str] = []
+    dt, log = getattr(dtypes, dtype), []
+    xn, wn = np.arange(8, dtype=np.float32).reshape(2, 4) / 4, np.ones((3, 4), np.float32)
+    want = xn @ wn.T                                                      # rows 1.5 and 5.5: exact in half
     try:
-        with Context(CACHELEVEL=0), captured_stderr(log):   # really compile (no kernel from the disk cache)
-            x = Tensor(np.arange(8, dtype=np.float32).reshape(2, 4) / 4, device=device)
-            w = Tensor(np.ones((3, 4), np.float32), device=device)
+        # CACHELEVEL=0: really compile (no kernel from the disk cache). PARALLEL=0: compile in this
+        # process, so the compiler's stderr is ours to read (and tinygrad's compile workers, started
+        # later, keep the real stderr)
+        with Context(CACHELEVEL=0, PARALLEL=0), captured_stderr(log):
+            x, w = Tensor(xn, device=device), Tensor(wn, device=device)
             y = (x.cast(dt) @ w.cast(dt).T).contiguous()                  # (2,3) in dtype, stored
             grad = y.float().square().sum().gradient(w)[0]                  # (3,4) float32
             got, got_grad = y.float().numpy(), grad.numpy()
@@ -93,8 +96,6 @@ def _probe_dtype(dtype: str, device: str | None) -> str | None:
             return f"{'clang' if 'clang' in str(e) else 'compiler'}: {errors[0]}"[:160]
         lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
         return f"{type(e).__name__}: {lines[-1] if lines else ''}"[:160]
-    xn = np.arange(8, dtype=np.float32).reshape(2, 4) / 4
-    want = xn @ np.ones((4, 3), np.float32)                              # rows 1.5, 5.5 (exact in half)
     if y.dtype != dt or not np.array_equal(got, want) or not np.allclose(got_grad, 2 * want.T @ xn):
         return f"a {dtype} matmul computed a wrong result"
     return None
