@@ -137,7 +137,7 @@ class NextEmbedHead:
 
 class Decoder:
     def __init__(self, cfg: Config):
-        self.cfg, self.dtype = cfg, MATMUL_DTYPES[cfg.dtype]        # dtype: the matmuls' (weights are float32)
+        self.cfg, self.dtype = cfg, MATMUL_DTYPES[cfg.dtype]  # the matmuls' dtype; weights are float32
         rng = np.random.default_rng(cfg.seed)                 # same seed -> same initial weights
         self.tok_emb = normal(rng, cfg.vocab, cfg.dim)        # (V,D)
         self.pos_emb = normal(rng, cfg.seq_len, cfg.dim)      # (T,D), used as is
