@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from tinyar.config import Config, ConfigError, flag
+from tinyar.config import DTYPES, Config, ConfigError, flag
 from tinyar.data import Corpus, CorpusError, copy_stream, default_corpus
 
 console = Console()
@@ -47,6 +47,8 @@ CONFIG_OPTIONS = [
     ("--log-every", "log_every", int, "one table row every N steps"),
     ("--save-every", "save_every", int, "checkpoint every N steps"),
     ("--seed", "seed", int, "same seed + same device -> same losses"),
+    ("--dtype", "dtype", click.Choice(DTYPES),
+     "matmul precision; weights, norms, softmax and losses stay float32"),
 ]
 
 
@@ -233,7 +235,7 @@ def train(corpus, device, out, resume, keep, force, sample_tokens, eval_sample_t
     that resumes it. A resumed run remembers its corpus and settings; --steps (and --lr, the
     logging intervals ...) may change, the model shape may not."""
     from tinyar import checkpoint as ckpt
-    from tinyar.devices import DeviceError, use_device
+    from tinyar.devices import DeviceError, check_dtype, use_device
 
     given = {k: v for k, v in fields.items() if v is not None}
     given_corpus = bool(corpus)
@@ -275,6 +277,7 @@ def train(corpus, device, out, resume, keep, force, sample_tokens, eval_sample_t
         files = [str(copy_stream(sys.stdin.buffer, out / ckpt.STDIN_COPY)) if a == "-" else a for a in corpus]
         data = Corpus(files, cfg.seq_len) if files else Corpus(default_corpus(), cfg.seq_len, name="python stdlib sources")
         dev = use_device(device)
+        check_dtype(cfg.dtype, dev)
     except (CorpusError, DeviceError) as e:
         remembered = resume is not None and not given_corpus and isinstance(e, CorpusError)
         fail(f"{e}" + (f" (the run's remembered corpus); pass it again: "
@@ -304,7 +307,8 @@ def train(corpus, device, out, resume, keep, force, sample_tokens, eval_sample_t
     run_meta = {"corpus": [os.path.abspath(f) for f in files], "corpus_bytes": len(data)}
 
     console.print(f"[bold]tinyar[/] {cfg.dim}d×{cfg.depth}L×{cfg.heads}h, {trainer.model.num_params():,} params · "
-                  f"corpus {data.name} ({len(data):,} bytes) · device {dev} · run folder {out}")
+                  f"corpus {data.name} ({len(data):,} bytes) · device {dev}"
+                  + (f" · matmuls in {cfg.dtype}" if cfg.dtype != "float32" else "") + f" · run folder {out}")
     if meta is not None:
         console.print(f"resuming from {path} (step {trainer.step} of {cfg.steps})"
                       + (f" · changed: {', '.join(changed)}" if changed else ""))
@@ -435,10 +439,11 @@ def devices():
 def bench(device, timed_steps, vs_torch, torch_threads, components, beam, as_json, **fields):
     """Time training steps: first (compile) step, steady step, tokens/s, FLOP/s, memory."""
     from tinyar import bench as B, kernel_cache
-    from tinyar.devices import DeviceError, use_device
+    from tinyar.devices import DeviceError, check_dtype, use_device
     try:
         dev = use_device(device)
         cfg = Config().replace(**{k: v for k, v in fields.items() if v is not None}).validate()
+        check_dtype(cfg.dtype, dev)
     except (ConfigError, DeviceError) as e:
         fail(str(e))
     if timed_steps < 1:
@@ -456,7 +461,7 @@ def bench(device, timed_steps, vs_torch, torch_threads, components, beam, as_jso
     title = (f"{cfg.dim}d×{cfg.depth}L×{cfg.heads}h, T {cfg.seq_len}, B {cfg.batch_size}, "
              f"{B.model_flops(cfg) / 1e9:.2f} GFLOP/step"
              + (" · tinyar with ce only, each component alone, all" if components else f" · loss {B.loss_settings(cfg)}")
-             + (f" · BEAM={beam}" if beam else ""))
+             + (f" · BEAM={beam}" if beam else "") + (f" · {cfg.dtype} matmuls" if cfg.dtype != "float32" else ""))
     table = Table("run", "device", "1st step", "step", "tokens/s", "GFLOP/s", "vs torch", "RSS MB", title=title)
     for r in res["rows"]:
         table.add_row(r["name"].removeprefix("tinyar ") if components and r["name"] != "x-transformers" else r["name"],
@@ -640,14 +645,16 @@ def read_prompt_file(name: str) -> bytes:
               help="when the context is full, drop this many oldest bytes [default: seq_len/2; 1 = nanoGPT's window]")
 @click.option("--compare-cache", is_flag=True, help="generate with and without the KV cache; print both speeds")
 @click.option("--device", default=None, help="tinygrad device, e.g. CPU, CL, CUDA, METAL [default: DEV or tinygrad's pick]")
+@click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True,
+              help="matmul precision (the checkpoint holds float32 weights, whatever dtype trained it)")
 def sample(run, prompt, prompt_file, max_new_tokens, temperature, greedy, top_k, top_p, min_p, stop, seed,
-           no_cache, slide, compare_cache, device):
+           no_cache, slide, compare_cache, device, dtype):
     """Continue a prompt with the newest checkpoint in the run folder RUN, streaming the text."""
     import secrets
 
     from tinyar import kernel_cache
     from tinyar.checkpoint import CheckpointError
-    from tinyar.devices import DeviceError, use_device
+    from tinyar.devices import DeviceError, check_dtype, use_device
     from tinyar.sample import SampleError, Sampler, check_settings, compare_cache as compare, load_model, to_bytes
 
     seed = secrets.randbelow(2**31) if seed is None else seed
@@ -660,9 +667,9 @@ def sample(run, prompt, prompt_file, max_new_tokens, temperature, greedy, top_k,
         if not data:
             fail(f"the prompt {'file ' + prompt_file + ' ' if prompt_file else ''}is empty; "
                  f"give at least one character, e.g. --prompt $'\\n'")
-        use_device(device)
+        check_dtype(dtype, use_device(device))
         kernel_cache.enable()  # a second `sample` of the same model shape starts in seconds
-        model, path = load_model(run)
+        model, path = load_model(run, dtype)
         sampler = Sampler(model, cache=not no_cache, slide=slide)
         if compare_cache:
             speeds = compare(model, data, max_new_tokens, slide=slide, seed=seed, **settings)

@@ -62,6 +62,7 @@ def invoke(*args):
     (["--seq-len", "5000"], "needs at least 10004"),        # the corpus is 1800 bytes
     (["--steps", "ten"], "Invalid value for '--steps': 'ten' is not a valid integer"),
     (["--mlm-mode", "bert"], "'bert' is not one of 'replace', 'fcm'"),
+    (["--dtype", "half"], "'half' is not one of 'float32', 'float16', 'bfloat16'"),
     (["--stpes", "3"], "No such option '--stpes'"),
 ])
 def test_out_of_range_and_malformed_options(corpus, tmp_path, args, expect):

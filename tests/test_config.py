@@ -20,7 +20,7 @@ def test_defaults_and_edges_are_valid():
     (dict(zloss_weight=-1e-4), "--zloss"), (dict(next_embed_weight=-0.1), "--next-embed"),
     (dict(dim=16, heads=3), "--heads"), (dict(dim=10, heads=4), "--dim"),
     (dict(mask_mode="bert"), "--mlm-mode"), (dict(next_embed_kind="l2"), "--next-embed-loss"),
-    (dict(seq_len=1), "--seq-len"), (dict(lr=0.0), "--lr"),
+    (dict(seq_len=1), "--seq-len"), (dict(lr=0.0), "--lr"), (dict(dtype="half"), "--dtype"),
 ])
 def test_bad_setting_raises_config_error_naming_the_flag(bad, flag):
     # proves each out-of-range setting is refused with a one-line message naming its flag

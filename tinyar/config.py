@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 MASK_MODES = ("replace", "fcm")
 NEXT_EMBED_KINDS = ("mse", "l1")
+DTYPES = ("float32", "float16", "bfloat16")
 
 
 class ConfigError(ValueError):
@@ -44,6 +45,7 @@ class Config:
     warmup: int = 30              # linear warmup steps
     weight_decay: float = 0.1     # decoupled, on matrices only
     grad_clip: float = 1.0        # clip the global gradient norm to this (0 = off)
+    dtype: str = "float32"        # matmul precision; weights, norms, softmax and losses stay float32
     # bookkeeping
     eval_every: int = 100         # validation every N steps (and at the end)
     eval_batches: int = 4         # validation batches per evaluation
@@ -87,6 +89,8 @@ class Config:
         if self.next_embed_kind not in NEXT_EMBED_KINDS:
             raise ConfigError(f"--next-embed-loss must be one of {', '.join(NEXT_EMBED_KINDS)} "
                               f"(got {self.next_embed_kind!r})")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)} (got {self.dtype!r})")
         for name in ("zloss_weight", "next_embed_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{flag(name)} is a loss weight and must be >= 0 (got {getattr(self, name)})")

@@ -6,6 +6,8 @@ devices of one kind ('CUDA:0,CUDA:1', or 'CPU:0,CPU:1' to try data parallelism o
 from __future__ import annotations
 
 import os
+import tempfile
+from contextlib import contextmanager
 
 BACKENDS = ("CPU", "CPU:LLVM", "CL", "CUDA", "NV", "AMD", "METAL")
 HINTS = {  # what usually fixes a backend that fails to start
@@ -40,6 +42,76 @@ def probe(name: str) -> str | None:
     except Exception as e:  # backends fail in many ways: missing compiler, driver, library
         lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
         return f"{type(e).__name__}: {lines[-1] if lines else ''}"[:160]
+
+
+@contextmanager
+def captured_stderr(into: list[str]):
+    """Collect what this process and its children (the C compiler tinygrad runs) write to file
+    descriptor 2, as lines into `into`, instead of showing it."""
+    with tempfile.TemporaryFile("w+b") as f:
+        saved = os.dup(2)
+        os.dup2(f.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            f.seek(0)
+            into.extend(f.read().decode(errors="replace").splitlines())
+
+
+_probed: dict[tuple, str | None] = {}   # (dtype, device, DEV) -> reason: each is probed once per process
+
+
+def probe_dtype(dtype: str, device: str | None = None) -> str | None:
+    """Compile and run, forward and backward, one small matmul the way a --dtype run does: float32
+    weights cast to `dtype`, the product stored in `dtype`, the gradient back in float32.
+    -> None if it works and is right, else a one-line reason (the compiler's first error)."""
+    from tinygrad.helpers import DEV
+    key = (dtype, device, repr(DEV))
+    if key not in _probed:
+        _probed[key] = _probe_dtype(dtype, device)
+    return _probed[key]
+
+
+def _probe_dtype(dtype: str, device: str | None) -> str | None:
+    import numpy as np
+    from tinygrad import Tensor, dtypes
+    from tinygrad.helpers import Context
+    dt, log = getattr(dtypes, dtype), []
+    xn, wn = np.arange(8, dtype=np.float32).reshape(2, 4) / 4, np.ones((3, 4), np.float32)
+    want = xn @ wn.T                                                      # rows 1.5 and 5.5: exact in half
+    try:
+        # CACHELEVEL=0: really compile (no kernel from the disk cache). PARALLEL=0: compile in this
+        # process, so the compiler's stderr is ours to read (and tinygrad's compile workers, started
+        # later, keep the real stderr)
+        with Context(CACHELEVEL=0, PARALLEL=0), captured_stderr(log):
+            x, w = Tensor(xn, device=device), Tensor(wn, device=device)
+            y = (x.cast(dt) @ w.cast(dt).T).contiguous()                  # (2,3) in dtype, stored
+            grad = y.float().square().sum().gradient(w)[0]                  # (3,4) float32
+            got, got_grad = y.float().numpy(), grad.numpy()
+    except Exception as e:   # a missing type, a compiler error, a driver error
+        errors = [ln.split("error:", 1)[1].strip() for ln in log if "error:" in ln]
+        if errors:
+            return f"{'clang' if 'clang' in str(e) else 'compiler'}: {errors[0]}"[:160]
+        lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+        return f"{type(e).__name__}: {lines[-1] if lines else ''}"[:160]
+    if y.dtype != dt or not np.array_equal(got, want) or not np.allclose(got_grad, 2 * want.T @ xn):
+        return f"a {dtype} matmul computed a wrong result"
+    return None
+
+
+def check_dtype(dtype: str, dev: str | tuple[str, ...]) -> None:
+    """Raise DeviceError unless --dtype works on the device(s) `use_device` returned."""
+    if dtype == "float32":
+        return
+    from tinygrad.helpers import DEV
+    for d in (dev if isinstance(dev, tuple) else (None,)):   # None: the default device, as training uses it
+        reason = probe_dtype(dtype, d)
+        if reason:
+            name = d or repr(DEV) or dev
+            raise DeviceError(f"--dtype {dtype} is not supported on {name} here ({reason}); use --dtype float32 "
+                              f"or another device (python cli.py devices)")
 
 
 def backend_table() -> list[dict]:

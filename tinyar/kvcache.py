@@ -34,9 +34,9 @@ class Window:
         if not 1 <= self.slide < self.T:
             raise ValueError(f"--slide must be between 1 and seq_len-1 = {self.T - 1} (got {slide})")
         dev = model.tok_emb.device
-        shape = (1, cfg.heads, self.T, cfg.head_dim)  # (1,H,T,Dh)
-        self.keys = [Tensor.zeros(*shape, device=dev).contiguous().realize() for _ in model.blocks]
-        self.values = [Tensor.zeros(*shape, device=dev).contiguous().realize() for _ in model.blocks]
+        shape, dt = (1, cfg.heads, self.T, cfg.head_dim), model.dtype  # (1,H,T,Dh) in the matmul dtype
+        self.keys = [Tensor.zeros(*shape, device=dev, dtype=dt).contiguous().realize() for _ in model.blocks]
+        self.values = [Tensor.zeros(*shape, device=dev, dtype=dt).contiguous().realize() for _ in model.blocks]
         self.slots = Tensor(np.arange(self.T, dtype=np.int32), device=dev).realize()  # (T,)
         self.token_var, self.pos_var = Variable("token", 0, cfg.vocab - 1), Variable("pos", 0, self.T - 1)
         self._prefill = TinyJit(self._prefill_fn)
@@ -71,8 +71,9 @@ class Window:
                 k, v = here.where(k, k_cache), here.where(v, v_cache)  # (1,H,T,Dh)
             k_cache.assign(k)
             v_cache.assign(v)
-            scores = (q @ k.transpose(-1, -2)) * (a.dim_head ** -0.5)   # (1,H,S,T)
-            probs = visible.where(scores, -float("inf")).softmax(-1).contiguous()  # else @ v redoes the exp
+            scores = (q @ k.transpose(-1, -2)).float() * (a.dim_head ** -0.5)   # (1,H,S,T), softmax in float32
+            probs = visible.where(scores, -float("inf")).softmax(-1)
+            probs = probs.cast(v.dtype).contiguous()                    # stored: else @ v redoes the exp
             out = (probs @ v).transpose(1, 2).reshape(1, S, a.heads * a.dim_head)
             x = x + a.to_out(out)
             x = x + block.ff(block.ff_norm(x))

@@ -5,6 +5,11 @@ token emb + absolute pos emb -> depth x [pre-norm attention, pre-norm GELU MLP] 
 -> untied head. Kernel-aware details (measured, see ../shared/tinygrad.md): separate q/k/v
 weights instead of splitting a fused output, and `.contiguous()` on the attention
 probabilities, the norm outputs and the GELU output.
+
+Precision (`cfg.dtype`): the weights are float32 (the optimizer updates them); with float16 or
+bfloat16 each matmul casts its inputs and weights to that dtype and its output stays in it,
+while the residual stream, LayerNorm, GELU/SiLU, the attention softmax and its log-sum-exp,
+and so every loss, are float32. With float32 every cast is a no-op: the graph is unchanged.
 """
 from __future__ import annotations
 
@@ -15,6 +20,8 @@ from tinygrad import Tensor, dtypes
 from tinygrad.function import function
 
 from tinyar.config import Config
+
+MATMUL_DTYPES = {"float32": dtypes.float32, "float16": dtypes.float16, "bfloat16": dtypes.bfloat16}
 
 
 def normal(rng: np.random.Generator | None, *shape: int, std: float = 0.02) -> Tensor:
@@ -52,16 +59,19 @@ def matmul_wt(x: Tensor, w: Tensor) -> Tensor:
 
 
 class Linear:
-    """y = x W^T (+ b). W is (out, in), as in torch, so x-transformers weights load as they are."""
+    """y = x W^T (+ b). W is (out, in), as in torch, so x-transformers weights load as they are.
+    x, W and b are cast to `dtype` for the matmul, and y is in `dtype` (float32: no casts)."""
 
     def __init__(self, d_in: int, d_out: int, bias: bool = False, std: float = 0.02,
-                 rng: np.random.Generator | None = None):
+                 rng: np.random.Generator | None = None, dtype=dtypes.float32):
         self.weight = normal(rng, d_out, d_in, std=std)
         self.bias = Tensor(np.zeros(d_out, np.float32)) if bias else None
+        self.dtype = dtype
 
     def __call__(self, x: Tensor) -> Tensor:
-        y = matmul_wt(x, self.weight)
-        return stored(y if self.bias is None else y + self.bias)
+        dt = self.dtype
+        y = matmul_wt(x.cast(dt), self.weight.cast(dt))
+        return stored(y if self.bias is None else y + self.bias.cast(dt))
 
 
 class LayerNorm:
@@ -71,7 +81,7 @@ class LayerNorm:
         self.weight = Tensor(np.ones(dim, np.float32))
 
     def __call__(self, x: Tensor) -> Tensor:
-        return stored(x.layernorm(eps=1e-5) * self.weight)
+        return stored(x.float().layernorm(eps=1e-5) * self.weight)   # statistics in float32
 
 
 def mask_scores(scores: Tensor, hidden_keys: Tensor | None = None) -> Tensor:
@@ -87,11 +97,12 @@ def mask_scores(scores: Tensor, hidden_keys: Tensor | None = None) -> Tensor:
 
 
 class Attention:
-    def __init__(self, dim: int, heads: int, dim_head: int, out_std: float, rng: np.random.Generator | None = None):
+    def __init__(self, dim: int, heads: int, dim_head: int, out_std: float, rng: np.random.Generator | None = None,
+                 dtype=dtypes.float32):
         inner = heads * dim_head
         self.heads, self.dim_head = heads, dim_head
-        self.to_q, self.to_k, self.to_v = (Linear(dim, inner, rng=rng) for _ in range(3))
-        self.to_out = Linear(inner, dim, std=out_std, rng=rng)
+        self.to_q, self.to_k, self.to_v = (Linear(dim, inner, rng=rng, dtype=dtype) for _ in range(3))
+        self.to_out = Linear(inner, dim, std=out_std, rng=rng, dtype=dtype)
 
     def __call__(self, x: Tensor, hidden_keys: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """x (B,T,D), hidden_keys (B,T) bool or None -> out (B,T,D), lse (B,H,T)
@@ -100,63 +111,66 @@ class Attention:
         (j <= i and, under fcm masking, j not hidden): the quantity the z-loss squares."""
         B, T, _ = x.shape
         H, Dh = self.heads, self.dim_head
-        q = self.to_q(x).reshape(B, T, H, Dh).transpose(1, 2)  # (B,H,T,Dh)
+        q = self.to_q(x).reshape(B, T, H, Dh).transpose(1, 2)  # (B,H,T,Dh), in the matmul dtype
         k = self.to_k(x).reshape(B, T, H, Dh).transpose(1, 2)
         v = self.to_v(x).reshape(B, T, H, Dh).transpose(1, 2)
-        scores = stored(mask_scores((q @ k.transpose(-1, -2)) * (Dh ** -0.5), hidden_keys))  # (B,H,T,T)
+        qk = (q @ k.transpose(-1, -2)).float()                  # (B,H,T,T); softmax statistics in float32
+        scores = stored(mask_scores(qk * (Dh ** -0.5), hidden_keys))
         # softmax and its log-sum-exp from one exp pass: e = exp(scores - max), probs = e / sum e,
         # lse = log(sum e) + max. (Computing lse with logsumexp and then exp(scores - lse) took
         # two more exp passes over (B,H,T,T), forward and backward: measured 11% of a step on CL.)
         top = scores.max(-1, keepdim=True).detach()            # any constant per row works; the max is safe
         e = stored((scores - top).exp())
         total = e.sum(-1, keepdim=True)
-        probs = stored(e / total)
+        probs = stored((e / total).cast(v.dtype))
         lse = (total.log() + top).squeeze(-1)                   # (B,H,T)
         out = (probs @ v).transpose(1, 2).reshape(B, T, H * Dh)
         return self.to_out(out), lse
 
 
 class FeedForward:
-    def __init__(self, dim: int, out_std: float, rng: np.random.Generator | None = None):
-        self.fc1 = Linear(dim, 4 * dim, bias=True, rng=rng)
-        self.fc2 = Linear(4 * dim, dim, bias=True, std=out_std, rng=rng)
+    def __init__(self, dim: int, out_std: float, rng: np.random.Generator | None = None, dtype=dtypes.float32):
+        self.fc1 = Linear(dim, 4 * dim, bias=True, rng=rng, dtype=dtype)
+        self.fc2 = Linear(4 * dim, dim, bias=True, std=out_std, rng=rng, dtype=dtype)
 
     def __call__(self, x: Tensor) -> Tensor:
-        return self.fc2(stored(self.fc1(x).gelu(approximate="none")))  # exact (erf) GELU
+        h = self.fc1(x)   # exact (erf) GELU, computed in float32, stored in the matmul dtype
+        return self.fc2(stored(h.float().gelu(approximate="none").cast(h.dtype)))
 
 
 class Block:
     def __init__(self, cfg: Config, rng: np.random.Generator | None = None):
         out_std = 0.02 / math.sqrt(2 * cfg.depth)  # residual projections start small (GPT-2)
-        self.attn_norm, self.attn = LayerNorm(cfg.dim), Attention(cfg.dim, cfg.heads, cfg.head_dim, out_std, rng)
-        self.ff_norm, self.ff = LayerNorm(cfg.dim), FeedForward(cfg.dim, out_std, rng)
+        dt = MATMUL_DTYPES[cfg.dtype]
+        self.attn_norm, self.attn = LayerNorm(cfg.dim), Attention(cfg.dim, cfg.heads, cfg.head_dim, out_std, rng, dt)
+        self.ff_norm, self.ff = LayerNorm(cfg.dim), FeedForward(cfg.dim, out_std, rng, dt)
 
     def __call__(self, x: Tensor, hidden_keys: Tensor | None) -> tuple[Tensor, Tensor]:
         a, lse = self.attn(self.attn_norm(x), hidden_keys)
-        x = stored(x + a)
+        x = stored(x + a)             # float32 + the matmul dtype -> float32 residual stream
         return stored(x + self.ff(self.ff_norm(x))), lse
 
 
 class NextEmbedHead:
     """Linear(d,d) -> SiLU -> Linear(d,d), no biases: predicts the next token's embedding."""
 
-    def __init__(self, dim: int, rng: np.random.Generator | None = None):
-        self.fc1, self.fc2 = Linear(dim, dim, rng=rng), Linear(dim, dim, rng=rng)
+    def __init__(self, dim: int, rng: np.random.Generator | None = None, dtype=dtypes.float32):
+        self.fc1, self.fc2 = Linear(dim, dim, rng=rng, dtype=dtype), Linear(dim, dim, rng=rng, dtype=dtype)
 
     def __call__(self, h: Tensor) -> Tensor:
-        return self.fc2(self.fc1(h).silu())
+        return self.fc2(self.fc1(h).float().silu()).float()   # (B,T,D) float32
 
 
 class Decoder:
     def __init__(self, cfg: Config):
-        self.cfg = cfg
+        self.cfg, self.dtype = cfg, MATMUL_DTYPES[cfg.dtype]  # the matmuls' dtype; weights are float32
         rng = np.random.default_rng(cfg.seed)                 # same seed -> same initial weights
         self.tok_emb = normal(rng, cfg.vocab, cfg.dim)        # (V,D)
         self.pos_emb = normal(rng, cfg.seq_len, cfg.dim)      # (T,D), used as is
         self.blocks = [Block(cfg, rng) for _ in range(cfg.depth)]
         self.norm = LayerNorm(cfg.dim)
-        self.head = Linear(cfg.dim, cfg.vocab, rng=rng)
-        self.next_embed = NextEmbedHead(cfg.dim, rng) if cfg.use_next_embed else None
+        self.head = Linear(cfg.dim, cfg.vocab, rng=rng)      # its matmul is in logits(), below
+        self.next_embed = NextEmbedHead(cfg.dim, rng, self.dtype) if cfg.use_next_embed else None
 
     def embed(self, ids: Tensor) -> Tensor:
         """Token-embedding rows, no position term. (B,T) int -> (B,T,D)"""
@@ -177,14 +191,15 @@ class Decoder:
         return self.logits(hidden), lses, hidden
 
     def logits(self, hidden: Tensor) -> Tensor:
-        """The output head, hidden @ W^T. (B,T,D) -> (B,T,V)
+        """The output head, hidden @ W^T, in the matmul dtype. (B,T,D) -> (B,T,V) float32
 
         For speed the head's rows are padded with zeros to a multiple of 16 inside the matmul
         and the extra columns dropped (the weight stays (V,D)): with V = 258 = 2*3*43 tinygrad
         found no good tiling and this kernel ran ~2.5x slower."""
         V = self.cfg.vocab
-        w = self.head.weight.pad(((0, -V % 16), (0, 0)))                      # (V',D), V' % 16 == 0
-        return stored(matmul_wt(hidden, w))[..., :V]
+        dt = self.dtype
+        w = self.head.weight.cast(dt).pad(((0, -V % 16), (0, 0)))             # (V',D), V' % 16 == 0
+        return stored(matmul_wt(hidden.cast(dt), w))[..., :V].float()
 
     def num_params(self) -> int:
         from tinygrad.nn.state import get_parameters

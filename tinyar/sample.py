@@ -169,8 +169,9 @@ def to_bytes(text: str | bytes, what: str = "--prompt") -> bytes:
         raise SampleError(f"{what} is not valid UTF-8 text (character {e.start}); {fix}") from None
 
 
-def load_model(run_dir: str | Path) -> tuple[Decoder, Path]:
-    """The model from the newest checkpoint in a run folder. -> (model, checkpoint path)"""
+def load_model(run_dir: str | Path, dtype: str = "float32") -> tuple[Decoder, Path]:
+    """The model from the newest checkpoint in a run folder, its matmuls in `dtype` (the weights
+    are float32 whatever dtype trained them). -> (model, checkpoint path)"""
     run_dir = Path(run_dir)
     hint = f"train one first: python cli.py train CORPUS --out {run_dir}"
     if not run_dir.is_dir():
@@ -180,7 +181,7 @@ def load_model(run_dir: str | Path) -> tuple[Decoder, Path]:
         raise SampleError(f"no checkpoint (ckpt-*.safetensors) in {run_dir}; {hint}")
     arrays, meta = ckpt.read_safetensors(path)
     try:
-        cfg = Config.from_dict(meta["config"]).validate()
+        cfg = Config.from_dict(meta["config"]).replace(dtype=dtype).validate()
     except (KeyError, TypeError, ConfigError) as e:
         raise SampleError(f"{path} holds an incompatible config ({e}); sample it with the tinyar that wrote it") from None
     model = Decoder(cfg)
