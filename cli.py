@@ -469,8 +469,9 @@ def bench(device, timed_steps, vs_torch, torch_threads, components, beam, as_jso
                       f"{r['tokens_per_s']:,.0f}", f"{r['flops_per_s'] / 1e9:.2f}",
                       "" if r["vs_torch"] is None else f"{r['vs_torch']:.2f}×",
                       mb(r["peak_rss"]) + ("" if r["buffers"] is None else f" ({mb(r['buffers'])})"))
-    console.print(table)
-    console.print(f"numpy float32 1024² matmul here: {res['numpy_flops'] / 1e9:.1f} GFLOP/s · step: median of "
+    wide = console if console.is_terminal else Console(width=max(console.width, 112))  # piped: one line per row
+    wide.print(table)
+    wide.print(f"numpy float32 1024² matmul here: {res['numpy_flops'] / 1e9:.1f} GFLOP/s · step: median of "
                   f"{timed_steps}, interleaved · first step: trace + plan + generate + compile + run (seconds "
                   f"once caches are warm) · RSS MB: peak growth while building + 2 steps (tinygrad buffers)"
                   + ("" if res["torch"] is None else f" · x-transformers: {res['torch']}"))

@@ -58,6 +58,28 @@ def matmul_wt(x: Tensor, w: Tensor) -> Tensor:
     return x @ w.T
 
 
+def _stable_call_names() -> None:
+    """tinygrad 0.14 names a custom backward in a graph's content hash by its id(), which is new
+    in every process, so the schedules of graphs using matmul_wt never matched the ones saved
+    by tinyar.kernel_cache (a second run's first step took 14 s instead of 4). Name ours by its
+    import path instead; every other backward keeps tinygrad's own naming."""
+    from tinygrad.uop.ops import CallInfo
+    if getattr(CallInfo.__repr__, "_tinyar", False):
+        return
+    original = CallInfo.__repr__
+
+    def __repr__(self) -> str:
+        if self.grad_fxn is _matmul_wt_backward:
+            return (f"CallInfo(tinyar.model._matmul_wt_backward, {self.name!r}, {self.precompile}, "
+                    f"{self.precompile_backward})")
+        return original(self)
+    __repr__._tinyar = True
+    CallInfo.__repr__ = __repr__
+
+
+_stable_call_names()
+
+
 class Linear:
     """y = x W^T (+ b). W is (out, in), as in torch, so x-transformers weights load as they are.
     x, W and b are cast to `dtype` for the matmul, and y is in `dtype` (float32: no casts)."""
