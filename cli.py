@@ -227,7 +227,9 @@ def command_line(*args: str) -> str:
 @click.option("--sample-tokens", type=int, default=200, show_default=True, help="length of the final sample")
 @click.option("--eval-sample-tokens", type=int, default=80, show_default=True,
               help="length of the one-line sample after each validation (0 = off)")
-def train(corpus, device, out, resume, keep, force, sample_tokens, eval_sample_tokens, **fields):
+@click.option("--beam", type=click.IntRange(0, 16), default=0, show_default=True,
+              help="BEAM search over kernel schedules: faster steps after minutes of search, once per model shape")
+def train(corpus, device, out, resume, keep, force, sample_tokens, eval_sample_tokens, beam, **fields):
     """Train on CORPUS: files, folders (every file below, sorted), glob patterns, or - for stdin,
     read as one byte stream (default: this Python's standard-library sources).
 
@@ -290,8 +292,13 @@ def train(corpus, device, out, resume, keep, force, sample_tokens, eval_sample_t
 
     # 3. the trainer, restored exactly when resuming
     from tinyar import kernel_cache
+    from tinyar.bench import set_beam
     from tinyar.train import Diverged, Trainer, train as train_loop
     kernel_cache.enable()   # generated kernels from earlier runs: the first step takes seconds, not minutes
+    if beam:
+        set_beam(beam)
+        console.print(f"[yellow]--beam {beam}:[/] the first steps search kernel schedules (minutes on a CPU; on "
+                      f"PoCL's CL much longer); tinygrad caches the result, so later runs of this shape start fast")
     try:
         trainer = Trainer(cfg, devices=dev if isinstance(dev, tuple) else None)
     except ValueError as e:
@@ -433,7 +440,7 @@ def devices():
 @click.option("--vs-torch", is_flag=True, help="same model and losses in x-transformers (PyTorch), interleaved")
 @click.option("--torch-threads", type=int, default=None, help="PyTorch CPU threads [default: torch's]")
 @click.option("--components", is_flag=True, help="time CE only, each loss component alone, and all")
-@click.option("--beam", type=int, default=0, show_default=True,
+@click.option("--beam", type=click.IntRange(0, 16), default=0, show_default=True,
               help="BEAM search width for kernels: faster steps, minutes of search once per shape")
 @click.option("--json", "as_json", is_flag=True, help="print the numbers as JSON")
 def bench(device, timed_steps, vs_torch, torch_threads, components, beam, as_json, **fields):
