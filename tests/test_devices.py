@@ -100,3 +100,12 @@ def test_one_device_by_index_is_refused(restore_dev):
     with pytest.raises(DeviceError, match="--device CPU:0,CPU:1"):
         use_device("CPU:1")
     assert use_device("CPU:0") == "CPU"
+
+
+def test_probe_of_a_compiler_choice_uses_that_compiler():
+    # CPU:LLVM is the CPU device compiled by LLVM, chosen through DEV: the probe must ask for
+    # that compiler (it used to compile with clang and report LLVM as working)
+    from tinyar.devices import probe
+    reason = probe("CPU:NOSUCHCOMPILER")
+    assert reason is not None and "NOSUCHCOMPILER" in reason
+    assert probe("CPU") is None

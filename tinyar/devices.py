@@ -32,8 +32,11 @@ def probe(name: str) -> str | None:
     try:
         # CACHELEVEL=0: really compile, so a missing compiler shows here and not in the first
         # training step (a kernel from tinygrad's disk cache would run without one)
-        with Context(CACHELEVEL=0):
-            value = (Tensor([1.0], device=name) + 1).item()
+        # tinygrad reads CPU:LLVM as device CPU with the LLVM compiler, chosen through DEV
+        kind, _, rest = name.partition(":")
+        renderer = bool(rest) and not rest.isdigit()
+        with Context(CACHELEVEL=0, **({"DEV": name} if renderer else {})):
+            value = (Tensor([1.0], device=kind if renderer else name) + 1).item()
         if value != 2.0:
             return "computed a wrong result"
         return None
