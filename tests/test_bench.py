@@ -83,7 +83,8 @@ def test_graph_hash_of_the_custom_backward_is_the_same_in_every_process():
     # kernel_cache finds a saved schedule by the graph's content hash; tinygrad hashed a custom
     # backward by its id(), new in every process, so training graphs never matched on a second run
     code = ("from tinygrad import Tensor; from tinyar.model import matmul_wt; "
-            "y = matmul_wt(Tensor.empty(2, 3), Tensor.empty(4, 3)); print(y.uop.key.hex())")
+            "y = matmul_wt(Tensor.empty(2, 3), Tensor.empty(4, 3)); from tinyar.model import embedding; "
+            "y = y.sum() + embedding(Tensor.empty(5, 3), Tensor([[1, 2]])).sum(); print(y.uop.key.hex())")
     keys = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
             for _ in range(2)}
     assert len(keys) == 1 and len(keys.pop().strip()) == 64
