@@ -1,5 +1,6 @@
 """The benchmark and the kernel cache, on the shared TINY shape (same kernels as test_train)."""
 import json
+from pathlib import Path
 import pickle
 import subprocess
 import sys
@@ -88,3 +89,21 @@ def test_graph_hash_of_the_custom_backward_is_the_same_in_every_process():
     keys = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
             for _ in range(2)}
     assert len(keys) == 1 and len(keys.pop().strip()) == 64
+
+
+def test_a_second_run_from_the_kernel_cache_trains_identically(tmp_path):
+    # run 2 takes its schedules and generated code from run 1's cache file: same losses, bit for bit
+    corpus = tmp_path / "c.txt"
+    corpus.write_bytes(b"the kernel cache must not change a single number. " * 40)
+    env = {**__import__("os").environ, "TINYAR_KERNEL_CACHE": str(tmp_path / "k.pkl")}
+    losses = []
+    for run in ("a", "b"):
+        subprocess.run([sys.executable, "cli.py", "train", str(corpus), *TINY_FLAGS, "--next-embed", "0.1",
+                        "--steps", "3", "--log-every", "1", "--eval-sample-tokens", "0", "--sample-tokens", "4",
+                        "--out", str(tmp_path / run)], cwd=Path(__file__).resolve().parent.parent, env=env,
+                       check=True, capture_output=True)
+        rows = [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+        losses.append([(r["ce"], r["zloss"], r["next_embed"], r["grad_norm"]) for r in rows if r["kind"] == "train"])
+        if run == "a":
+            assert pickle.loads((tmp_path / "k.pkl").read_bytes())["schedules"]
+    assert len(losses[0]) == 3 and losses[0] == losses[1]
