@@ -2,9 +2,11 @@
 written out on tinygrad tensors so every attention layer's pre-softmax log-sum-exp is visible.
 
 token emb + absolute pos emb -> depth x [pre-norm attention, pre-norm GELU MLP] -> LayerNorm
--> untied head. Kernel-aware details (measured, see ../shared/tinygrad.md): separate q/k/v
-weights instead of splitting a fused output, and `.contiguous()` on the attention
-probabilities, the norm outputs and the GELU output.
+-> untied head. Kernel-aware details, each measured (README "Speed"): separate q/k/v weights
+instead of splitting a fused output; `stored()` (contiguous forward and backward) on matmul,
+norm and GELU outputs and the attention probabilities; softmax and log-sum-exp from one exp
+pass; hand-written backwards for the weight matmuls and the embedding gather (same gradients,
+laid out so their long reductions read contiguous memory).
 
 Precision (`cfg.dtype`): the weights are float32 (the optimizer updates them); with float16 or
 bfloat16 each matmul casts its inputs and weights to that dtype and its output stays in it,
@@ -61,8 +63,8 @@ def matmul_wt(x: Tensor, w: Tensor) -> Tensor:
 def _embedding_backward(grad, call) -> tuple:
     """Gradient of rows = W[ids]: dW = onehot(ids)^T @ d rows, as one matmul over the B*T
     positions with both sides laid out along them (a (V, B*T) one-hot and d rows transposed).
-    tinygrad's own backward of the gather ran one slow reduction kernel: 46 ms of a 750 ms
-    step on CL, now ~8% of the step faster with the same gradient."""
+    tinygrad's own backward of the gather was one slow reduction kernel (46 ms of a 750 ms
+    step on CL); this one made the step 8% faster, with the same gradient."""
     w, ids = (Tensor(u) for u in call.src[1:])
     V, D = w.shape
     d_rows = Tensor(grad).reshape(-1, D)                                     # (N, D)
@@ -79,9 +81,9 @@ def embedding(w: Tensor, ids: Tensor) -> Tensor:
 
 def _stable_call_names() -> None:
     """tinygrad 0.14 names a custom backward in a graph's content hash by its id(), which is new
-    in every process, so the schedules of graphs using matmul_wt (or embedding) never matched the ones saved
-    by tinyar.kernel_cache (a second run's first step took 14 s instead of 4). Name ours by its
-    import path instead; every other backward keeps tinygrad's own naming."""
+    in every process, so graphs using matmul_wt or embedding never matched the schedules saved
+    by tinyar.kernel_cache (a second run's first step took 14 s instead of 3). Name ours by
+    their import path instead; every other backward keeps tinygrad's own naming."""
     from tinygrad.uop.ops import CallInfo
     if getattr(CallInfo.__repr__, "_tinyar", False):
         return
