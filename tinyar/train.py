@@ -21,6 +21,7 @@ from tinyar.loss import autoregressive_loss, choose_mask_positions
 from tinyar.model import Decoder
 
 COMPONENTS = ("total", "ce", "zloss", "next_embed")
+FP16_LOSS_SCALE = 4096.0   # --dtype float16: the loss is scaled by this for the backward, the gradients back
 
 
 class Diverged(RuntimeError):
@@ -100,7 +101,15 @@ class Trainer:
                 opt.lr.assign(lr)
             self.opt.zero_grad()
             out = autoregressive_loss(self.model, tokens, mask_positions=mask, **self.loss_kwargs())
-            out["total"].backward()
+            if self.cfg.dtype == "float16":
+                # static loss scaling: small gradients (the z-loss's, weighted 1e-4) fall below
+                # float16's smallest number in the half-precision matmul backwards and become 0
+                # (seen on PoCL: the z-loss did not move). Scale up, then back down in float32.
+                (out["total"] * FP16_LOSS_SCALE).backward()
+                for p in self.params:
+                    p.grad = p.grad / FP16_LOSS_SCALE
+            else:
+                out["total"].backward()
             out["grad_norm"] = clip_grad_norm_(self.params, self.cfg.grad_clip)
             # one realize: the losses are computed before the update overwrites the weights
             # (realized after opt.step(), they were the losses of the *updated* weights)
