@@ -479,9 +479,9 @@ def bench(device, timed_steps, vs_torch, torch_threads, components, beam, as_jso
     wide = console if console.is_terminal else Console(width=max(console.width, 112))  # piped: one line per row
     wide.print(table)
     wide.print(f"numpy float32 1024² matmul here: {res['numpy_flops'] / 1e9:.1f} GFLOP/s · step: median of "
-                  f"{timed_steps}, interleaved · first step: trace + plan + generate + compile + run (seconds "
-                  f"once caches are warm) · RSS MB: peak growth while building + 2 steps (tinygrad buffers)"
-                  + ("" if res["torch"] is None else f" · x-transformers: {res['torch']}"))
+               f"{timed_steps}, interleaved · first step: trace + plan + generate + compile + run (seconds "
+               f"once caches are warm) · RSS MB: peak growth while building + 2 steps (tinygrad buffers)"
+               + ("" if res["torch"] is None else f" · x-transformers: {res['torch']}"))
 
 
 # ── assignments: hand out stubs, grade submissions (tinyar/assign*.py) ────────────────────

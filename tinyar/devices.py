@@ -43,8 +43,13 @@ def probe(name: str) -> str | None:
     except ModuleNotFoundError:
         return "tinygrad has no backend of that name"
     except Exception as e:  # backends fail in many ways: missing compiler, driver, library
-        lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
-        return f"{type(e).__name__}: {lines[-1] if lines else ''}"[:160]
+        return one_line(e)
+
+
+def one_line(e: Exception) -> str:
+    """An exception as one short line: its type and the last line of its message."""
+    lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+    return f"{type(e).__name__}: {lines[-1] if lines else ''}"[:160]
 
 
 @contextmanager
@@ -97,8 +102,7 @@ def _probe_dtype(dtype: str, device: str | None) -> str | None:
         errors = [ln.split("error:", 1)[1].strip() for ln in log if "error:" in ln]
         if errors:
             return f"{'clang' if 'clang' in str(e) else 'compiler'}: {errors[0]}"[:160]
-        lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
-        return f"{type(e).__name__}: {lines[-1] if lines else ''}"[:160]
+        return one_line(e)
     if y.dtype != dt or not np.array_equal(got, want) or not np.allclose(got_grad, 2 * want.T @ xn):
         return f"a {dtype} matmul computed a wrong result"
     return None

@@ -21,9 +21,9 @@ import numpy as np
 from tinygrad import Tensor, dtypes
 from tinygrad.function import function
 
-from tinyar.config import Config
+from tinyar.config import DTYPES, Config
 
-MATMUL_DTYPES = {"float32": dtypes.float32, "float16": dtypes.float16, "bfloat16": dtypes.bfloat16}
+MATMUL_DTYPES = {name: getattr(dtypes, name) for name in DTYPES}   # --dtype name -> tinygrad dtype
 
 
 def normal(rng: np.random.Generator | None, *shape: int, std: float = 0.02) -> Tensor:
