@@ -50,6 +50,9 @@ class Config:
     eval_every: int = 100         # validation every N steps (and at the end)
     eval_batches: int = 4         # validation batches per evaluation
     log_every: int = 10           # one table row every N steps
+    grad_share: bool = False      # at each log step, each loss component's gradient norm, share and
+                                  # cosine with CE, and attention lse stats (tinyar/gradshare.py; a
+                                  # second jitted pass on the step's batch, so off costs nothing)
     save_every: int = 100         # checkpoint every N steps (and at the end)
     seed: int = 0                 # same seed + same device -> same losses
 

@@ -17,6 +17,7 @@ from tinygrad.nn.state import get_parameters, get_state_dict
 
 from tinyar.config import Config
 from tinyar.data import Corpus
+from tinyar.gradshare import GradShare
 from tinyar.loss import autoregressive_loss, choose_mask_positions
 from tinyar.model import Decoder
 
@@ -89,6 +90,7 @@ class Trainer:
         self.step = 0
         self._jit_step = TinyJit(self._step)
         self._jit_eval = TinyJit(self._eval)
+        self.grad_share = GradShare(self.model, params, cfg) if cfg.grad_share else None
 
     def loss_kwargs(self) -> dict:
         c = self.cfg
@@ -132,6 +134,11 @@ class Trainer:
                              self.put(np.array([lr], dtype=np.float32), split=False))
         self.step += 1
         return {k: v.item() for k, v in out.items()} | {"lr": lr}
+
+    def measure_grad_share(self, batch: np.ndarray, mask: np.ndarray | None) -> dict[str, float]:
+        """tinyar/gradshare.py's statistics on a batch, at the current weights (call it before
+        train_step on the same batch). Needs cfg.grad_share."""
+        return self.grad_share(self.put(batch), None if mask is None else self.put(mask))
 
     def next_batch(self, corpus: Corpus) -> tuple[np.ndarray, np.ndarray | None]:
         c = self.cfg
@@ -191,13 +198,20 @@ def train(trainer: Trainer, corpus: Corpus, *, on_checkpoint: Callable[[Trainer]
     t_last, steps_since = time.perf_counter(), 0
     while trainer.step < cfg.steps and not should_stop():
         batch, mask = trainer.next_batch(corpus)
-        row = trainer.train_step(batch, mask)
-        step, steps_since = trainer.step, steps_since + 1
+        step = trainer.step + 1
+        logged = step % cfg.log_every == 0 or step == cfg.steps or step == 1
+        shares = {}
+        if cfg.grad_share and logged:   # this very batch, at the weights this step starts from
+            t0 = time.perf_counter()
+            shares = trainer.measure_grad_share(batch, mask)
+            t_last += time.perf_counter() - t0   # not billed to the training speed (tok_s)
+        row = trainer.train_step(batch, mask) | shares
+        steps_since += 1
         bad = first_non_finite(row)
         if bad:
             raise Diverged(step, bad, row[bad], row)
         last = step == cfg.steps
-        if step % cfg.log_every == 0 or last or step == 1:
+        if logged:
             now = time.perf_counter()
             yield {"kind": "train", "step": step, **row, "tok_s": steps_since * tokens_per_step / (now - t_last),
                    "tokens": step * tokens_per_step}
