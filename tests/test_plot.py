@@ -246,3 +246,39 @@ def test_x_axis_in_tokens(run_dir):
     assert len(axis) == 1 and "step" not in out   # one x axis, in tokens
     tokens = [r["tokens"] for r in ROWS]
     assert axis[0].strip("│ ").split()[1:] == [si(t) for t in nice_ticks(min(tokens), max(tokens))]   # round numbers
+
+
+def with_grad_share(rows: list[dict], lse_shift: float) -> str:
+    """The recorded rows as if trained with --grad-share: its keys added to every training row."""
+    out = []
+    for r in rows:
+        if r["kind"] == "train":
+            s = r["step"] / 300
+            r = {**r, "gnorm_total": r["grad_norm"], "gnorm_ce": 0.9 * r["grad_norm"], "share_ce": 0.9 + 0.05 * s,
+                 "share_zloss": 0.1 - 0.05 * s, "cos_zloss": -0.2 * s, "lse_max_l0": 2 + lse_shift * s,
+                 "lse_mean": 1 + lse_shift * s, "lse_max": 2.5 + lse_shift * s}
+        out.append(json.dumps(r) + "\n")
+    return "".join(out)
+
+
+def test_grad_share_metrics_plot_and_compare(tmp_path, monkeypatch):
+    # `plot a b --metric lse_max` compares the runs; one run lists what --grad-share logged
+    for name, shift in (("with", 0.0), ("without", 3.0)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.jsonl").write_text(with_grad_share(ROWS, shift))
+    monkeypatch.chdir(tmp_path)
+    res = invoke("plot", "with", "without", "--metric", "lse_max")
+    assert res.exit_code == 0, res.output
+    assert res.stdout.count("╭─ ") == 1 and "max attention log-sum-exp, all layers" in res.stdout
+    assert "━ with " in res.stdout and "━ without " in res.stdout and BRAILLE & set(res.stdout)
+    assert "5.5" in res.stdout and "2.5" in res.stdout   # both runs' ranges on one axis
+    one = invoke("plot", "with")
+    assert one.exit_code == 0, one.output
+    assert ("draw one with --metric: gnorm_total, gnorm_ce, share_ce, share_zloss, cos_zloss, lse_max_l0, lse_mean, "
+            "lse_max") in " ".join(one.stdout.split())
+    for metric, about in (("share_zloss", "zloss_weight·zloss's share"), ("cos_zloss", "cosine between"),
+                          ("lse_max_l0", "layer 0")):
+        res = invoke("plot", "with", "--metric", metric)
+        assert res.exit_code == 0 and about in res.stdout, (metric, res.output)
+    bad = invoke("plot", "with", "--metric", "share_next_embed")   # a component that was off
+    assert bad.exit_code == 2 and "with has no share_next_embed values" in bad.stderr and "cos_zloss" in bad.stderr

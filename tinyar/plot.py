@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,11 +28,34 @@ ABOUT = {"total": "total loss, as trained on", "ce": "cross-entropy (nats)", "zl
          "next_embed": "next-embed loss, raw", "grad_norm": "gradient norm before clipping",
          "lr": "learning rate", "tok_s": "tokens per second", "val_ce": "validation cross-entropy (nats)",
          "val_ppl": "validation perplexity", "val_bpb": "validation bits per byte"}
+# --grad-share (tinyar/gradshare.py) adds these to the training rows; lse_* also per layer (lse_max_l0, ...)
+GRAD_SHARE = re.compile(r"(gnorm_(total|ce|zloss|next_embed)|share_(ce|zloss|next_embed)|cos_(zloss|next_embed)"
+                        r"|lse_(mean|max)(_l\d+)?)")
+WEIGHTED = {"ce": "ce", "zloss": "zloss_weight·zloss", "next_embed": "next_embed_weight·next_embed"}
 PANELS = ("total", "ce", "zloss", "next_embed", "grad_norm", "lr")   # `plot RUN`, one panel each
 SUMMARY = ("ce", "zloss", "next_embed")                              # the end of `train`
 VAL_OF = {"ce": "val_ce"}   # validation points marked on a training panel
 TERM_COLORS = ("cyan", "magenta", "green", "yellow", "blue", "red")   # one per run
 PNG_WIDTH, PNG_PANEL, PNG_MARGIN, PNG_DPI = 8.0, 2.2, 1.0, 100      # inches; image = dpi × inches
+
+
+def known(metric: str) -> bool:
+    return metric in METRICS or bool(GRAD_SHARE.fullmatch(metric))
+
+
+def describe(metric: str) -> str:
+    """A panel's subtitle: what the metric is."""
+    if metric in ABOUT:
+        return ABOUT[metric]
+    kind, _, part = metric.partition("_")
+    if kind == "lse":
+        stat, _, layer = part.partition("_")
+        return f"{stat} attention log-sum-exp, {'layer ' + layer[1:] if layer else 'all layers'}"
+    if part == "total":
+        return "gradient norm of the total (before clipping)"
+    return {"gnorm": f"gradient norm of {WEIGHTED[part]}",
+            "share": f"{WEIGHTED[part]}'s share of the total gradient (shares sum to 1)",
+            "cos": f"cosine between the gradients of ce and {WEIGHTED[part]}"}[kind]
 
 
 class PlotError(ValueError):
@@ -55,7 +79,8 @@ class Run:
         return tuple(np.array(col, dtype=np.float64) for col in zip(*pts)) if pts else (np.zeros(0),) * 3
 
     def available(self) -> list[str]:
-        return [m for m in METRICS if len(self.series(m)[0])]
+        logged = [k for r in self.rows for k in r if GRAD_SHARE.fullmatch(k)]   # in the order they were logged
+        return [m for m in dict.fromkeys([*METRICS, *logged]) if len(self.series(m)[0])]
 
     def tokens_per_step(self) -> float | None:
         steps, tokens, _ = self.series("ce")
@@ -72,7 +97,7 @@ def from_rows(rows: list, name: str = "run") -> Run:
     run = Run(name, sorted(latest.values(), key=lambda r: (r["step"], r["kind"])))
     if len(latest) < len(rows):
         run.skipped.append(f"{len(rows) - len(latest)} row(s) malformed or logged again by a resume")
-    for m in METRICS:
+    for m in dict.fromkeys(k for r in run.rows for k in r if known(k)):
         bad = [r["step"] for r in run.rows if m in r and not finite(r[m])]
         if bad:
             run.skipped.append(f"{m}: {len(bad)} non-finite value(s) not drawn (first at step {bad[0]})")
@@ -116,10 +141,13 @@ def choose(runs: list[Run], metric: str | None) -> tuple[list[str], list[str]]:
         if not chosen:
             raise PlotError(f"{runs[0].name} has no training rows to draw; pick one with --metric from: "
                             f"{', '.join(runs[0].available())}")
+        shares = [m for m in runs[0].available() if GRAD_SHARE.fullmatch(m)]
+        if shares:
+            notes.append(f"also logged (--grad-share), draw one with --metric: {', '.join(shares)}")
         return chosen, notes
     metric = metric or "ce"
-    if metric not in METRICS:
-        have = sorted({m for r in runs for m in r.available()}, key=METRICS.index)
+    if not known(metric):
+        have = list(dict.fromkeys(m for r in runs for m in r.available()))
         raise PlotError(f"unknown metric {metric!r}; available: {', '.join(have)}")
     for r in runs:
         if not len(r.series(metric)[0]):
@@ -137,7 +165,7 @@ def curves(runs: list[Run], metric: str, x: str, colors, val_color) -> list[Curv
     out = []
     for i, run in enumerate(runs):
         color = colors[i % len(colors)]
-        line = run.name if len(runs) > 1 else ("train" if metric in TRAIN_METRICS else metric)
+        line = run.name if len(runs) > 1 else ("train" if metric not in VAL_METRICS else metric)
         for m, label, points in ((metric, line, False),
                                  (VAL_OF.get(metric), "validation", True)):
             steps, tokens, y = run.series(m) if m else (np.zeros(0),) * 3
@@ -161,7 +189,7 @@ def charts(runs: list[Run], metrics: list[str], *, x: str = "step", height: int 
     for m in metrics:
         cs = curves(runs, m, x, TERM_COLORS, "bold yellow")
         log = wants_log(m, np.concatenate([c.y for c in cs]))
-        title = " · ".join([f"[bold]{m}[/]"] + [ABOUT[m]] * about + ["log scale"] * log)
+        title = " · ".join([f"[bold]{m}[/]"] + [describe(m)] * about + ["log scale"] * log)
         out.append(Chart(title, cs, height=height, log=log, xlabel=x, x2=rate))
     return out
 
@@ -211,7 +239,7 @@ def save_png(runs: list[Run], path: str | Path, metric: str | None = None, *, x:
             ax.set_yscale("log")
             ax.yaxis.set_major_formatter(LogFormatter())   # 20, not 2×10¹
             ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
-        ax.set_title(f"{m} · {ABOUT[m]}", loc="left", fontsize=10)
+        ax.set_title(f"{m} · {describe(m)}", loc="left", fontsize=10)
         ax.grid(alpha=0.3)
         if len(ax.lines) > 1:   # one entry per label (every run's validation points share one)
             handles, labels = ax.get_legend_handles_labels()
