@@ -49,12 +49,18 @@ CONFIG_OPTIONS = [
     ("--seed", "seed", int, "same seed + same device -> same losses"),
     ("--dtype", "dtype", click.Choice(DTYPES),
      "matmul precision; weights, norms, softmax and losses stay float32"),
+    ("--grad-share", "grad_share", bool, "at each log step, each loss component's gradient norm, share of the "
+     "total and cosine with ce, and attention lse stats (a second jitted pass; tinyar/gradshare.py)"),
 ]
 
 
 def config_options(f):
     defaults = Config()
     for flag, field, typ, help_ in reversed(CONFIG_OPTIONS):
+        if typ is bool:   # --grad-share / --no-grad-share; None when not given (a resume keeps the run's)
+            f = click.option(f"{flag}/--no-{flag[2:]}", field, default=None,
+                             help=f"{help_} [default: {'on' if getattr(defaults, field) else 'off'}]")(f)
+            continue
         f = click.option(flag, field, type=typ, default=None,
                          help=f"{help_} [default: {getattr(defaults, field)}]")(f)
     return f
@@ -99,10 +105,24 @@ def train_columns(cfg: Config, row: dict) -> list[str]:
             fmt(row["zloss"]), fmt(cfg.zloss_weight * row["zloss"] if z_on else None),
             fmt(row["next_embed"] if cfg.use_next_embed else None),
             fmt(cfg.next_embed_weight * row["next_embed"] if ne_on else None),
-            fmt(row["grad_norm"]), f"{row['lr']:.2e}", f"{row['tok_s']:,.0f}"]
+            fmt(row["grad_norm"]), f"{row['lr']:.2e}", f"{row['tok_s']:,.0f}"] \
+        + (grad_share_columns(row) if cfg.grad_share else [])
 
 
 TRAIN_HEADERS = ["step", "total", "ce", "z-loss", "z·w", "next-emb", "ne·w", "|grad|", "lr", "tok/s"]
+# --grad-share: each auxiliary term's share of the total gradient and its cosine with ce's, and the
+# largest attention log-sum-exp (every value, per component and per layer, is in metrics.jsonl)
+GRAD_SHARE_HEADERS = ["z share", "cos z", "ne share", "cos ne", "lse max"]
+
+
+def grad_share_columns(row: dict) -> list[str]:
+    return [fmt(row.get(k)) for k in ("share_zloss", "cos_zloss", "share_next_embed", "cos_next_embed", "lse_max")]
+
+
+def train_headers(cfg: Config) -> list[str]:
+    return TRAIN_HEADERS + GRAD_SHARE_HEADERS * cfg.grad_share
+
+
 VAL_HEADERS = ["step", "val ce", "perplexity", "bits/byte"]
 
 
@@ -342,7 +362,7 @@ def train(corpus, device, out, resume, keep, force, sample_tokens, eval_sample_t
     resume_cmd = command_line("train", "--resume", str(out), *(["--device", device] if device else []),
                               *(["--keep", str(keep)] if keep != 3 else []))
     t0, last_train, last_val = time.perf_counter(), None, None
-    tables = (Table(*TRAIN_HEADERS, title="training"), Table(*VAL_HEADERS, title="validation"))
+    tables = (Table(*train_headers(cfg), title="training"), Table(*VAL_HEADERS, title="validation"))
     progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                         TextColumn("{task.fields[tok_s]}"), console=console)
     task = progress.add_task("train", total=cfg.steps, completed=trainer.step, tok_s="compiling…")
@@ -363,7 +383,7 @@ def train(corpus, device, out, resume, keep, force, sample_tokens, eval_sample_t
                         progress.update(task, completed=row["step"], tok_s=f"{row['tok_s']:,.0f} tok/s")
                         tables[0].add_row(*cols)
                         if live is None:
-                            console.print("  ".join(f"{h} {c}" for h, c in zip(TRAIN_HEADERS, cols)), soft_wrap=True)
+                            console.print("  ".join(f"{h} {c}" for h, c in zip(train_headers(cfg), cols)), soft_wrap=True)
                     else:
                         last_val, cols = row, val_columns(row)
                         tables[1].add_row(*cols)

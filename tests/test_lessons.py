@@ -51,6 +51,10 @@ EXPECTED = {
                     "top_k_5_keeps", "top_p_mass_kept", "top_p_mass_without_its_least_likely",
                     "min_p_least_kept_over_best", "greedy_is_argmax", "same_text_with_and_without_cache",
                     "same_seed_same_text", "printable_ascii_fraction"],
+    "14_grad_share": ["step1_shares_sum", "step1_gnorm_total_over_grad_norm", "zloss_gradient_share",
+                      "abs_cos_ce_zloss", "zloss_with_over_without", "lse_mean_without", "abs_lse_mean_with",
+                      "lse_max_with_over_without", "val_ce_cost", "masked_gnorm_total_vs_grad_norm",
+                      "masked_zloss_gradient_share", "masked_zloss_over_plain", "masked_val_ce_cost"],
 }
 CHECK = re.compile(r"^CHECK (\S+) = (\S+)\s+expect (=|≈|<|>) (\S+)(?: ± (\S+))?\s+(ok|MISMATCH)$", re.M)
 
