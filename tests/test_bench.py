@@ -83,8 +83,8 @@ def test_cli_bench_prints_the_table(tmp_path, monkeypatch, vs_torch):
 def test_graph_hash_of_the_custom_backward_is_the_same_in_every_process():
     # kernel_cache finds a saved schedule by the graph's content hash; tinygrad hashed a custom
     # backward by its id(), new in every process, so training graphs never matched on a second run
-    code = ("from tinygrad import Tensor; from tinyar.model import matmul_wt; "
-            "y = matmul_wt(Tensor.empty(2, 3), Tensor.empty(4, 3)); from tinyar.model import embedding; "
+    code = ("from tinygrad import Tensor; from tinyar import kernel_cache; kernel_cache.stable_call_names(); "
+            "from tinyar.kernels import matmul_wt, embedding; y = matmul_wt(Tensor.empty(2, 3), Tensor.empty(4, 3)); "
             "y = y.sum() + embedding(Tensor.empty(5, 3), Tensor([[1, 2]])).sum(); print(y.uop.key.hex())")
     keys = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
             for _ in range(2)}
