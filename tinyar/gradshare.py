@@ -37,6 +37,15 @@ def weighted_components(out: dict[str, Tensor], cfg: Config) -> dict[str, Tensor
     return {c: out[c] * weight[c] if c != "ce" else out[c] for c in COMPONENTS if weight[c] > 0}
 
 
+def sum_of(scalars: list[Tensor], fan_in: int = 16) -> Tensor:
+    """The sum of many stored () Tensors, fan_in at a time. Summed at once, tinygrad made one kernel
+    with a buffer argument per term: over 63 (the CPU backend's limit) for a model with many
+    parameters, and PoCL failed to link it."""
+    while len(scalars) > 1:
+        scalars = [Tensor.stack(*scalars[i:i + fan_in]).sum().contiguous() for i in range(0, len(scalars), fan_in)]
+    return scalars[0]
+
+
 def share_stats(grads: dict[str, list[Tensor]]) -> dict[str, Tensor]:
     """Norms, shares and cosines from one gradient list per component (every list in the same
     parameter order; "ce" must be there). -> {"gnorm_total", "gnorm_c", "share_c", "cos_c", ...} of () Tensors
@@ -44,7 +53,7 @@ def share_stats(grads: dict[str, list[Tensor]]) -> dict[str, Tensor]:
     Everything comes from the Gram matrix G[a,b] = <g_a, g_b>: |g_a|^2 = G[a,a], and since
     g = sum_b g_b, <g_a, g> = sum_b G[a,b] and |g|^2 = sum_ab G[a,b]."""
     names = list(grads)
-    dot = lambda a, b: Tensor.stack(*[(x.float() * y.float()).sum() for x, y in zip(grads[a], grads[b])]).sum()
+    dot = lambda a, b: sum_of([(x.float() * y.float()).sum().contiguous() for x, y in zip(grads[a], grads[b])])
     gram = {}
     for i, a in enumerate(names):
         for b in names[i:]:
@@ -95,7 +104,7 @@ def measure(model, params: list[Tensor], cfg: Config, tokens: Tensor, mask: Tens
                               zloss_weight=cfg.zloss_weight, next_embed_weight=cfg.next_embed_weight,
                               next_embed_kind=cfg.next_embed_kind)
     scale = FP16_LOSS_SCALE if cfg.dtype == "float16" else 1.0
-    grads = {c: [g / scale for g in (term * scale).gradient(*params)]   # one backward pass per component
+    grads = {c: [(g / scale).contiguous() for g in (term * scale).gradient(*params)]   # one backward per component
              for c, term in weighted_components(out, cfg).items()}
     return share_stats(grads) | lse_stats(keep.lses)
 

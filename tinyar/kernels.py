@@ -73,7 +73,9 @@ def _attention_backward(*grads, call=None) -> tuple:
         *grads, call = grads
     q, k, v = (Tensor(u) for u in call.src[1:4])
     out, probs = Tensor(call.gettuple(0)), Tensor(call.gettuple(2))
-    d_out = next(Tensor(g) for g in grads if len(g.shape) == 4)                 # (B,H,S,Dh)
+    d_out = next((Tensor(g) for g in grads if len(g.shape) == 4), None)         # (B,H,S,Dh)
+    if d_out is None:   # only lse is differentiated: e.g. the z-loss's gradient alone (tinyar/gradshare.py)
+        d_out = out.zeros_like()
     d_lse = next((Tensor(g).float().unsqueeze(-1) for g in grads if len(g.shape) == 3), 0.0)  # (B,H,S,1)
     scale = q.shape[-1] ** -0.5
     d_row = (d_out.float() * out.float()).sum(-1, keepdim=True)                 # (B,H,S,1) = D
