@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cli import StopOnSignal, cli
+from cli import cli
 from conftest import TINY
 from tinyar import checkpoint as ckpt
+from tinyar.run import StopOnSignal
 
 ROOT = Path(__file__).parent.parent
 TINY_FLAGS = ["--dim", "16", "--depth", "2", "--heads", "2", "--seq-len", "8", "--batch-size", "2"]

@@ -27,10 +27,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cli import StopOnSignal, cli
+from cli import cli
 from tinyar import checkpoint as ckpt
 from tinyar.config import Config
 from tinyar.data import Corpus, corpus_files
+from tinyar.run import StopOnSignal
 from tinyar.train import Trainer, train
 
 ROOT = Path(__file__).parent.parent

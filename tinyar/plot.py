@@ -18,6 +18,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from tinyar.run import METRICS as METRICS_FILE
 from tinyar.termchart import Chart, Curve
 
 TRAIN_METRICS = ("total", "ce", "zloss", "next_embed", "grad_norm", "lr", "tok_s")
@@ -82,7 +83,7 @@ def from_rows(rows: list, name: str = "run") -> Run:
 def read_metrics(path: str | Path) -> Run:
     """A run folder (or a metrics.jsonl file) -> Run. Lines that are not JSON are skipped and noted."""
     path = Path(path)
-    file = path / "metrics.jsonl" if path.is_dir() else path
+    file = path / METRICS_FILE if path.is_dir() else path
     if not path.exists():
         raise PlotError(f"{path} does not exist; give a run folder that `train` wrote (e.g. runs/default)")
     if not file.exists():
