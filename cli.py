@@ -22,42 +22,18 @@ from rich.table import Table
 from rich.text import Text
 
 from tinyar.checkpoint import CheckpointError
-from tinyar.config import DTYPES, Config, ConfigError
+from tinyar.config import CHOICES, DTYPES, OPTIONS, Config, ConfigError
 from tinyar.data import CorpusError
 from tinyar.run import Run, RunError, StopOnSignal
 
 console = Console()
 
-# CLI flag -> Config field, one to one
-CONFIG_OPTIONS = [
-    ("--mlm", "mask_prob", float, "fraction of input positions masked during training, in [0, 1)"),
-    ("--mlm-mode", "mask_mode", click.Choice(["replace", "fcm"]), "replace: MASK token; fcm: hide as attention keys"),
-    ("--zloss", "zloss_weight", float, "weight of the attention z-loss"),
-    ("--next-embed", "next_embed_weight", float, "weight of the next-embed loss (adds the head)"),
-    ("--next-embed-loss", "next_embed_kind", click.Choice(["mse", "l1"]), "next-embed distance"),
-    ("--steps", "steps", int, "optimizer steps"),
-    ("--batch-size", "batch_size", int, "windows per step"),
-    ("--seq-len", "seq_len", int, "tokens per window"),
-    ("--dim", "dim", int, "model width"),
-    ("--depth", "depth", int, "transformer blocks"),
-    ("--heads", "heads", int, "attention heads (must divide --dim)"),
-    ("--lr", "lr", float, "peak learning rate"),
-    ("--warmup", "warmup", int, "linear warmup steps"),
-    ("--grad-clip", "grad_clip", float, "global gradient-norm clip (0 = off)"),
-    ("--weight-decay", "weight_decay", float, "AdamW decay on matrices"),
-    ("--eval-every", "eval_every", int, "validation every N steps"),
-    ("--log-every", "log_every", int, "one table row every N steps"),
-    ("--save-every", "save_every", int, "checkpoint every N steps"),
-    ("--seed", "seed", int, "same seed + same device -> same losses"),
-    ("--dtype", "dtype", click.Choice(DTYPES),
-     "matmul precision; weights, norms, softmax and losses stay float32"),
-]
-
-
 def config_options(f):
+    """One option per entry of config.OPTIONS (the one flag <-> field table), default from Config."""
     defaults = Config()
-    for flag, field, typ, help_ in reversed(CONFIG_OPTIONS):
-        f = click.option(flag, field, type=typ, default=None,
+    for field, (name, help_) in reversed(OPTIONS.items()):
+        typ = click.Choice(CHOICES[field]) if field in CHOICES else type(getattr(defaults, field))
+        f = click.option(name, field, type=typ, default=None,
                          help=f"{help_} [default: {getattr(defaults, field)}]")(f)
     return f
 
@@ -119,7 +95,8 @@ def cli():
 
 def divergence_message(e, cfg: Config, out: Path, corpus: tuple[str, ...], good: Path | None) -> str:
     """Which number blew up at which step, what was kept, and what to change."""
-    values = " (" + ", ".join(f"{k} {e.row[k]:.4g}" for k in ("ce", "zloss", "next_embed", "total", "grad_norm")) \
+    from tinyar.train import CHECKED
+    values = " (" + ", ".join(f"{k} {e.row[k]:.4g}" for k in CHECKED) \
         + ")" if e.row else ""
     lower = ["--lr", f"{cfg.lr / 3:.2g}"]
     advice = f"lower --lr (now {cfg.lr:g}, e.g. {' '.join(lower)})" + (

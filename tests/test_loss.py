@@ -14,6 +14,7 @@ from tinygrad import Context, Tensor, dtypes
 
 import oracle
 from conftest import KIND, NEXT_EMBED_WEIGHT, TARGET_ONLY, ZLOSS_WEIGHT, Spy
+from tinyar.config import COMPONENTS
 from tinyar.data import MASK, PAD, VOCAB
 from tinyar.loss import (attention_zloss, autoregressive_loss, choose_mask_positions, cross_entropy,
                          next_embed_loss, num_masked, replace_masked, shift)
@@ -269,6 +270,7 @@ def test_autoregressive_loss_matches_oracle(tiny, mode):
     # proves every component and the weighted total equal the oracle's, under masking
     # (replace with mse, fcm with l1), with PAD targets in the batch
     got = tiny.run(mode)["loss"]
+    assert tuple(got) == COMPONENTS   # the keys every training row, table and plot panel uses
     want = oracle.autoregressive_loss(tiny.weights, tiny.tokens, tiny.cfg.heads, mask_positions=tiny.mask,
                                       mask_mode=mode, zloss_weight=ZLOSS_WEIGHT,
                                       next_embed_weight=NEXT_EMBED_WEIGHT, next_embed_kind=KIND[mode])
