@@ -393,7 +393,8 @@ def test_fcm_hidden_token_reaches_only_its_own_position(tiny):
 
 def test_masking_is_drawn_only_in_training(tiny):
     # proves mask_prob alone never masks outside Context(TRAINING=1) (eval is unmasked), and in
-    # training draws k per row, never position 0, in both modes
+    # training draws k per row, never position 0, in both modes, with choose_mask_positions
+    # (the function Trainer.next_batch uses): same rng, same positions
     k = num_masked(T, 0.4)
     spy = Spy(tiny.model)
     autoregressive_loss(spy, tiny.tokens, mask_prob=0.4)
@@ -407,6 +408,7 @@ def test_masking_is_drawn_only_in_training(tiny):
     for m in (is_mask, hidden):
         np.testing.assert_array_equal(m.sum(1), k)
         assert not m[:, 0].any()
+        np.testing.assert_array_equal(m, choose_mask_positions(np.random.default_rng(13), *m.shape, 0.4))
 
 
 def test_mask_positions_used_as_given_and_uint8_tokens_get_MASK(tiny):

@@ -134,6 +134,8 @@ class Trainer:
         return {k: v.item() for k, v in out.items()} | {"lr": lr}
 
     def next_batch(self, corpus: Corpus) -> tuple[np.ndarray, np.ndarray | None]:
+        """(B,T+1) windows and, with masking on, (B,T) mask positions, both drawn from the data RNG
+        (saved in checkpoints). Drawn here, not in the loss: the jitted step takes them as input."""
         c = self.cfg
         batch = corpus.batch(self.rng, c.batch_size)
         mask = choose_mask_positions(self.rng, c.batch_size, c.seq_len, c.mask_prob) if c.mask_prob > 0 else None
