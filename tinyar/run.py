@@ -115,6 +115,7 @@ class Run:
     checkpoint it continues from (`path`, `arrays`, `meta`, and `changed` settings)."""
 
     def __init__(self, folder: Path, cfg: Config, corpus: tuple[str, ...] = (), keep: int = 3):
+        cfg.validate()   # ConfigError first, then --keep, as the CLI has always checked them
         if keep < 1:
             raise RunError(f"--keep must be at least 1 (got {keep}): the newest checkpoint is what --resume "
                            f"continues from")
@@ -131,8 +132,7 @@ class Run:
         checkpoint's config with `given` changed on top: only the model shape is fixed, and a
         resumed run remembers its corpus. Raises RunError, ConfigError."""
         if resume is None:
-            cfg = Config().replace(**given).validate()
-            return cls(out or Path("runs") / run_name(corpus), cfg, corpus, keep)
+            return cls(out or Path("runs") / run_name(corpus), Config().replace(**given), corpus, keep)
         if not resume.is_dir():
             raise RunError(f"--resume {resume} is not a run folder; pass the --out folder of an earlier run")
         if out is not None and out.resolve() != resume.resolve():
@@ -149,7 +149,7 @@ class Run:
         if cfg.steps <= meta["step"]:
             raise RunError(f"the run in {resume} is already at step {meta['step']} of {saved.steps}; pass --steps "
                            f"with a larger number to train further")
-        run = cls(resume, cfg.validate(), corpus or tuple(meta.get("corpus", [])), keep)
+        run = cls(resume, cfg, corpus or tuple(meta.get("corpus", [])), keep)
         run.path, run.arrays, run.meta, run.changed = path, arrays, meta, changed
         return run
 
