@@ -1,6 +1,7 @@
 """tinyar's command line: `python cli.py train [CORPUS] --mlm 0.15 --zloss 1e-4`.
 
-Thin on purpose: the library returns numbers, this file turns them into Rich tables.
+Thin on purpose: Click options, Rich output and one-line errors. The library does the work
+and returns numbers (a training run: tinyar/run.py); this file turns them into tables.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from tinyar.data import CorpusError
 from tinyar.run import Run, RunError, StopOnSignal
 
 console = Console()
+
 
 def config_options(f):
     """One option per entry of config.OPTIONS (the one flag <-> field table), default from Config."""
