@@ -12,13 +12,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cli import StopOnSignal, cli
-from conftest import TINY
+from cli import cli
+from conftest import TEXT, TINY, TINY_FLAGS
 from tinyar import checkpoint as ckpt
+from tinyar.run import StopOnSignal
 
 ROOT = Path(__file__).parent.parent
-TINY_FLAGS = ["--dim", "16", "--depth", "2", "--heads", "2", "--seq-len", "8", "--batch-size", "2"]
-TEXT = b"the quick brown fox jumps over the lazy dog. " * 40
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import TINY
+from tinyar.config import COMPONENTS
 from tinyar.data import Corpus
 from tinyar.devices import DeviceError, parse, use_device
 from tinyar.train import Trainer, train
@@ -15,7 +16,7 @@ DEVS = ("CPU:0", "CPU:1")
 
 
 def losses(trainer):
-    return np.array([[r[k] for k in ("total", "ce", "zloss", "next_embed")]
+    return np.array([[r[k] for k in COMPONENTS]
                      for r in train(trainer, Corpus(TEXT, CFG.seq_len)) if r["kind"] == "train"])
 
 
