@@ -11,14 +11,12 @@ import shlex
 import signal
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import click
-from rich.console import Console, Group
-from rich.live import Live
+from rich.console import Console
 from rich.panel import Panel
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -26,6 +24,7 @@ from tinyar.checkpoint import CheckpointError
 from tinyar.config import CHOICES, DTYPES, OPTIONS, Config, ConfigError
 from tinyar.data import CorpusError
 from tinyar.run import Run, RunError, StopOnSignal
+from tinyar.screen import FIRST_STEP_S, TrainScreen
 
 console = Console()
 
@@ -65,29 +64,6 @@ class OneLineErrors(click.Group):
     def _fail(e: click.UsageError) -> None:
         where = f" (see: {e.ctx.command_path} --help)" if e.ctx else ""
         fail(" ".join(e.format_message().split()) + where)
-
-
-def fmt(x: float | None) -> str:
-    if x is None:
-        return "off"
-    return f"{x:.4g}" if abs(x) < 1e4 else f"{x:.3e}"
-
-
-def train_columns(cfg: Config, row: dict) -> list[str]:
-    z_on, ne_on = cfg.zloss_weight > 0, cfg.next_embed_weight > 0
-    return [str(row["step"]), fmt(row["total"]), fmt(row["ce"]),
-            fmt(row["zloss"]), fmt(cfg.zloss_weight * row["zloss"] if z_on else None),
-            fmt(row["next_embed"] if cfg.use_next_embed else None),
-            fmt(cfg.next_embed_weight * row["next_embed"] if ne_on else None),
-            fmt(row["grad_norm"]), f"{row['lr']:.2e}", f"{row['tok_s']:,.0f}"]
-
-
-TRAIN_HEADERS = ["step", "total", "ce", "z-loss", "z·w", "next-emb", "ne·w", "|grad|", "lr", "tok/s"]
-VAL_HEADERS = ["step", "val ce", "perplexity", "bits/byte"]
-
-
-def val_columns(row: dict) -> list[str]:
-    return [str(row["step"]), fmt(row["val_ce"]), fmt(row["val_ppl"]), f"{row['val_bpb']:.3f}"]
 
 
 @click.group(cls=OneLineErrors)
@@ -174,10 +150,40 @@ def train(corpus, device, out, resume, keep, force, sample_tokens, eval_sample_t
         console.print(f"[yellow]note:[/] the corpus now has {len(data):,} bytes, the run was trained on "
                       f"{meta['corpus_bytes']:,}; continuing on the new one")
 
-    # 3. the trainer, restored exactly when resuming
+    # 3. everything that compiles kernels: clang's and PoCL's messages go to RUN/compiler.log
+    from tinyar.compiler_log import CompilerLog
+    with CompilerLog(out / COMPILER_LOG, append=meta is not None):
+        train_and_show(run, device, keep, force, sample_tokens, eval_sample_tokens, beam)
+
+
+COMPILER_LOG = "compiler.log"
+
+
+def header_lines(cfg: Config, params: int, data_name: str, data_bytes: int, device: str, out: Path) -> list[str]:
+    """The lines above the rows, each short enough for an 80-column terminal."""
+    first = FIRST_STEP_S
+    return [f"[bold]tinyar[/] {cfg.dim}d×{cfg.depth}L×{cfg.heads}h · {params:,} params · device {device}"
+            + (f" · matmuls in {cfg.dtype}" if cfg.dtype != "float32" else ""),
+            f"corpus {data_name} ({data_bytes:,} bytes) · run folder {out}",
+            "loss = ce" + (f" + {cfg.zloss_weight:g}·zloss" if cfg.zloss_weight else "")
+            + (f" + {cfg.next_embed_weight:g}·next_embed({cfg.next_embed_kind})" if cfg.next_embed_weight else "")
+            + (f" · masking {cfg.mask_prob:g} ({cfg.mask_mode})" if cfg.mask_prob else ""),
+            f"first step: tinygrad plans + compiles kernels (cached): ~{first['cold']:.0f} s new, "
+            f"~{first['warm']:.0f} s cached"]
+
+
+def done_lines(steps: int, elapsed: float, last: dict, last_val: dict | None, checkpoint: Path | None) -> list[str]:
+    return [f"[bold]done[/] {steps} steps in {elapsed:.0f} s · total {last['total']:.4f}"
+            + (f" · val ce {last_val['val_ce']:.4f} ({last_val['val_bpb']:.3f} bits/byte)" if last_val else ""),
+            f"checkpoint {checkpoint}"]
+
+
+def train_and_show(run: Run, device, keep, force, sample_tokens, eval_sample_tokens, beam) -> None:
+    """Build the trainer, train with the screen of tinyar/screen.py, sample. Fails with one line."""
     from tinyar import kernel_cache
     from tinyar.bench import set_beam
     from tinyar.train import Diverged
+    cfg, out, data, meta = run.cfg, run.folder, run.data, run.meta
     kernel_cache.enable()   # generated kernels from earlier runs: the first step takes seconds, not minutes
     if beam:
         set_beam(beam)
@@ -188,16 +194,11 @@ def train(corpus, device, out, resume, keep, force, sample_tokens, eval_sample_t
     except RunError as e:
         fail(str(e))
 
-    console.print(f"[bold]tinyar[/] {cfg.dim}d×{cfg.depth}L×{cfg.heads}h, {trainer.model.num_params():,} params · "
-                  f"corpus {data.name} ({len(data):,} bytes) · device {run.device}"
-                  + (f" · matmuls in {cfg.dtype}" if cfg.dtype != "float32" else "") + f" · run folder {out}")
+    for line in header_lines(cfg, trainer.model.num_params(), data.name, len(data), run.device, out):
+        console.print(line)
     if meta is not None:
         console.print(f"resuming from {run.path} (step {trainer.step} of {cfg.steps})"
                       + (f" · changed: {', '.join(run.changed)}" if run.changed else ""))
-    console.print(f"loss = ce" + (f" + {cfg.zloss_weight:g}·zloss" if cfg.zloss_weight else "")
-                  + (f" + {cfg.next_embed_weight:g}·next_embed({cfg.next_embed_kind})" if cfg.next_embed_weight else "")
-                  + (f" · masking {cfg.mask_prob:g} ({cfg.mask_mode})" if cfg.mask_prob else "")
-                  + " · the first step compiles kernels (tens of seconds)")
 
     sampler = None   # built (and compiled) only when a sample is asked for; it reads the live weights
 
@@ -211,32 +212,20 @@ def train(corpus, device, out, resume, keep, force, sample_tokens, eval_sample_t
     resume_cmd = command_line("train", "--resume", str(out), *(["--device", device] if device else []),
                               *(["--keep", str(keep)] if keep != 3 else []))
     t0, last = time.perf_counter(), {"train": None, "val": None}
-    tables = (Table(*TRAIN_HEADERS, title="training"), Table(*VAL_HEADERS, title="validation"))
-    progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                        TextColumn("{task.fields[tok_s]}"), console=console)
-    task = progress.add_task("train", total=cfg.steps, completed=trainer.step, tok_s="compiling…")
-    live = Live(Group(*tables, progress), console=console, refresh_per_second=4) if console.is_terminal else None
+    screen = TrainScreen(console, cfg, trainer.step)
 
     def show(row: dict) -> None:
         last[row["kind"]] = row
-        if row["kind"] == "train":
-            cols = train_columns(cfg, row)
-            progress.update(task, completed=row["step"], tok_s=f"{row['tok_s']:,.0f} tok/s")
-            tables[0].add_row(*cols)
-            if live is None:
-                console.print("  ".join(f"{h} {c}" for h, c in zip(TRAIN_HEADERS, cols)), soft_wrap=True)
-        else:
-            cols = val_columns(row)
-            tables[1].add_row(*cols)
-            if live is None:
-                console.print("val  " + "  ".join(f"{h} {c}" for h, c in zip(VAL_HEADERS, cols)), soft_wrap=True)
-            if eval_sample_tokens > 0:
-                console.print(f"sample @ {row['step']}: {sample_text(eval_sample_tokens)!r}", markup=False,
-                              highlight=False, soft_wrap=True)
+        screen.row(row)
+        if row["kind"] == "val" and eval_sample_tokens > 0:
+            screen.working("sample" if sampler else "sample: compiling")
+            text = sample_text(eval_sample_tokens)
+            screen.working(None)
+            screen.say(f"sample @ {row['step']}: {text!r}")
 
     stop = StopOnSignal()
     try:
-        with stop, (live or nullcontext()):
+        with stop, screen:
             run.train(on_row=show, stop=stop)   # writes metrics.jsonl and the checkpoints
     except Diverged as e:
         fail(divergence_message(e, cfg, out, run.corpus, run.latest() if run.saved_step is not None else None), code=1)
@@ -251,12 +240,9 @@ def train(corpus, device, out, resume, keep, force, sample_tokens, eval_sample_t
         click.echo(stop_message(stop, trainer.step, cfg.steps, run.latest(), resume_cmd), err=True)
         sys.exit(128 + stop.signum)
 
-    elapsed = time.perf_counter() - t0
     if last["train"]:
-        last_val = last["val"]
-        console.print(f"[bold]done[/] {trainer.step} steps in {elapsed:.0f} s · final total {last['train']['total']:.4f}"
-                      + (f" · val ce {last_val['val_ce']:.4f} ({last_val['val_bpb']:.3f} bits/byte)" if last_val else "")
-                      + f" · checkpoint {run.latest()}")
+        for line in done_lines(trainer.step, time.perf_counter() - t0, last["train"], last["val"], run.latest()):
+            console.print(line)
         from tinyar.plot import PlotError, read_metrics, render_summary
         try:   # the whole history in the folder, resumed parts included
             console.print(render_summary(read_metrics(out).rows))
@@ -265,6 +251,8 @@ def train(corpus, device, out, resume, keep, force, sample_tokens, eval_sample_t
             pass
     if sample_tokens > 0:
         try:
+            if sampler is None:
+                console.print("[dim]sampling (its kernels compile first)[/]")
             text = sample_text(sample_tokens)
         except KeyboardInterrupt:
             fail(f"sampling interrupted; the run itself is complete: {run.latest()}", code=130)

@@ -31,11 +31,13 @@ def probe(name: str) -> str | None:
     from tinygrad.helpers import Context
     try:
         # CACHELEVEL=0: really compile, so a missing compiler shows here and not in the first
-        # training step (a kernel from tinygrad's disk cache would run without one)
+        # training step (a kernel from tinygrad's disk cache would run without one). PARALLEL=0
+        # and captured_stderr: the compiler's warnings are not the user's business, and no
+        # compile worker is started now, before `train` points fd 2 at its compiler log.
         # tinygrad reads CPU:LLVM as device CPU with the LLVM compiler, chosen through DEV
         kind, _, rest = name.partition(":")
         renderer = bool(rest) and not rest.isdigit()
-        with Context(CACHELEVEL=0, **({"DEV": name} if renderer else {})):
+        with Context(CACHELEVEL=0, PARALLEL=0, **({"DEV": name} if renderer else {})), captured_stderr([]):
             value = (Tensor([1.0], device=kind if renderer else name) + 1).item()
         if value != 2.0:
             return "computed a wrong result"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -48,12 +49,20 @@ class StopOnSignal:
         if self.signum is not None:
             raise KeyboardInterrupt
         self.signum = signum
-        # os.write, not print: a handler may interrupt a print that holds the stream's lock
-        os.write(2, f"\n{signal.Signals(signum).name}: finishing this step, then saving a checkpoint "
+        # os.write, not print: a handler may interrupt a print that holds the stream's lock. To
+        # Python's stderr, not fd 2: fd 2 may be a compiler log (tinyar/compiler_log.py)
+        os.write(_stderr_fd(), f"\n{signal.Signals(signum).name}: finishing this step, then saving a checkpoint "
                     f"(press Ctrl-C again to quit without saving)\n".encode())
 
     def __call__(self) -> bool:
         return self.signum is not None
+
+
+def _stderr_fd() -> int:
+    try:
+        return sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        return 2
 
 
 def resume_config(saved: Config, given: dict) -> tuple[Config, list[str]]:
@@ -170,16 +179,17 @@ class Run:
             return False
 
     def open(self, force: bool = False, stdin=None, device: str | None = None) -> None:
-        """Ready the folder (never starting over on a run unless `force`), then the corpus
-        (`-` is copied from `stdin` into the folder), then the device and its dtype.
+        """Check the device and its dtype, then ready the folder (never starting over on a run
+        unless `force`), then the corpus (`-` is copied from `stdin` into the folder).
         Sets files, data and device. Raises RunError, CorpusError, DeviceError, OSError."""
         from tinyar.devices import check_dtype, use_device
+        # the device first: a missing GPU is the problem to report, not the folder's old run
+        self.device = use_device(device)
+        check_dtype(self.cfg.dtype, self.device)
         self.prepare_folder(force)
         self.files = [str(copy_stream(stdin, self.folder / STDIN_COPY)) if a == "-" else a for a in self.corpus]
         self.data = (Corpus(self.files, self.cfg.seq_len) if self.files else
                      Corpus(default_corpus(), self.cfg.seq_len, name="python stdlib sources"))
-        self.device = use_device(device)
-        check_dtype(self.cfg.dtype, self.device)
 
     def prepare_folder(self, force: bool = False) -> None:
         """Refuse a folder that can't hold a run; never start over on top of a run unless force."""
