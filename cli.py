@@ -21,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tinyar.checkpoint import CheckpointError
-from tinyar.config import CHOICES, DTYPES, OPTIONS, Config, ConfigError
+from tinyar.config import CHOICES, DTYPES, OPTIONS, TRAIN_ONLY, Config, ConfigError
 from tinyar.data import CorpusError
 from tinyar.run import Run, RunError, StopOnSignal
 from tinyar.screen import FIRST_STEP_S, TrainScreen
@@ -29,10 +29,13 @@ from tinyar.screen import FIRST_STEP_S, TrainScreen
 console = Console()
 
 
-def config_options(f):
-    """One option per entry of config.OPTIONS (the one flag <-> field table), default from Config."""
+def config_options(f=None, *, leave_out: tuple[str, ...] = ()):
+    """One option per entry of config.OPTIONS (the one flag <-> field table), default from Config;
+    `leave_out`: fields this command does not use."""
+    if f is None:
+        return lambda f: config_options(f, leave_out=leave_out)
     defaults = Config()
-    for field, (name, help_) in reversed(OPTIONS.items()):
+    for field, (name, help_) in reversed([item for item in OPTIONS.items() if item[0] not in leave_out]):
         typ = click.Choice(CHOICES[field]) if field in CHOICES else type(getattr(defaults, field))
         f = click.option(name, field, type=typ, default=None,
                          help=f"{help_} [default: {getattr(defaults, field)}]")(f)
@@ -277,7 +280,7 @@ def devices():
 
 
 @cli.command()
-@config_options
+@config_options(leave_out=TRAIN_ONLY)
 @click.option("--device", default=None, help="tinygrad device [default: DEV or tinygrad's pick]")
 @click.option("--timed-steps", type=int, default=10, show_default=True, help="steady steps timed (median)")
 @click.option("--vs-torch", is_flag=True, help="same model and losses in x-transformers (PyTorch), interleaved")

@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 
-from tinyar.config import NO_FLAG, OPTIONS, Config, ConfigError, flag
+from tinyar.config import NO_FLAG, OPTIONS, TRAIN_ONLY, Config, ConfigError, flag
 
 
 def test_defaults_and_edges_are_valid():
@@ -44,10 +44,28 @@ def test_every_field_has_an_option_or_a_stated_reason_and_train_offers_each_opti
     from cli import cli
     fields = {f.name for f in dataclasses.fields(Config)}
     assert set(OPTIONS) | set(NO_FLAG) == fields and not set(OPTIONS) & set(NO_FLAG)
+    assert set(NO_FLAG) == {"vocab", "next_embed_head"}   # everything a user may set has a flag
     for command in ("train", "bench"):
-        text = CliRunner().invoke(cli, [command, "--help"]).output
-        assert all(f"{name} " in text for name, _ in OPTIONS.values())
+        text = CliRunner().invoke(cli, [command, "--help"], terminal_width=200).output
+        used = [f for f in OPTIONS if command == "train" or f not in TRAIN_ONLY]
+        assert all(f"{OPTIONS[f][0]} " in text for f in used)
+        assert all(f"{OPTIONS[f][0]} " not in text for f in set(OPTIONS) - set(used))   # bench: only its flags
         assert all(f"--{field.replace('_', '-')} " not in text for field in NO_FLAG)
+    assert {"--eval-batches", "--min-lr-ratio", "--dim-head"} <= {name for name, _ in OPTIONS.values()}
+
+
+@pytest.mark.parametrize("args, expect", [
+    (["--eval-batches", "0"], "--eval-batches must be at least 1"),
+    (["--min-lr-ratio", "2"], "--min-lr-ratio must be in [0, 1]"),
+    (["--dim-head", "-1"], "--dim-head must be >= 0"),
+])
+def test_new_flags_reach_their_config_fields(args, expect):
+    # proves each flag sets its field: the field's own range check answers, naming the flag
+    from click.testing import CliRunner
+
+    from cli import cli
+    res = CliRunner().invoke(cli, ["train", *args, "--out", "/nonexistent/never-created"])
+    assert res.exit_code == 2 and expect in res.output, res.output
 
 
 def test_heads_error_suggests_heads_that_divide_dim():

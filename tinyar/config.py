@@ -76,8 +76,10 @@ class Config:
             raise ConfigError(f"--seed must be >= 0 (got {self.seed})")
         if self.seq_len < 2:
             raise ConfigError(f"--seq-len must be at least 2 (got {self.seq_len})")
+        if self.dim_head < 0:
+            raise ConfigError(f"{flag('dim_head')} must be >= 0 (got {self.dim_head}); 0 means dim // heads")
         if not self.dim_head and self.dim % self.heads:
-            raise ConfigError(f"--heads {self.heads} does not divide --dim {self.dim}; "
+            raise ConfigError(f"--heads {self.heads} does not divide --dim {self.dim}; give --dim-head, or "
                               f"pick heads from {[h for h in range(1, self.dim + 1) if self.dim % h == 0][:8]}")
         if not 0.0 <= self.mask_prob < 1.0:
             raise ConfigError(f"--mlm must be in [0, 1) (got {self.mask_prob}); e.g. --mlm 0.15")
@@ -98,7 +100,7 @@ class Config:
         if self.grad_clip < 0 or self.weight_decay < 0:
             raise ConfigError("--grad-clip and --weight-decay must be >= 0")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise ConfigError(f"min_lr_ratio must be in [0, 1] (got {self.min_lr_ratio})")
+            raise ConfigError(f"{flag('min_lr_ratio')} must be in [0, 1] (got {self.min_lr_ratio})")
         return self
 
     def to_dict(self) -> dict:
@@ -125,12 +127,15 @@ OPTIONS = {
     "seq_len": ("--seq-len", "tokens per window"),
     "dim": ("--dim", "model width"),
     "depth": ("--depth", "transformer blocks"),
-    "heads": ("--heads", "attention heads (must divide --dim)"),
+    "heads": ("--heads", "attention heads (must divide --dim, unless --dim-head is given)"),
+    "dim_head": ("--dim-head", "width of each attention head (0 = dim // heads)"),
     "lr": ("--lr", "peak learning rate"),
+    "min_lr_ratio": ("--min-lr-ratio", "the cosine schedule ends at lr × this"),
     "warmup": ("--warmup", "linear warmup steps"),
     "grad_clip": ("--grad-clip", "global gradient-norm clip (0 = off)"),
     "weight_decay": ("--weight-decay", "AdamW decay on matrices"),
     "eval_every": ("--eval-every", "validation every N steps"),
+    "eval_batches": ("--eval-batches", "validation batches per evaluation (each batch-size × seq-len bytes)"),
     "log_every": ("--log-every", "one table row every N steps"),
     "save_every": ("--save-every", "checkpoint every N steps"),
     "seed": ("--seed", "same seed + same device -> same losses"),
@@ -139,12 +144,11 @@ OPTIONS = {
 CHOICES = {"mask_mode": MASK_MODES, "next_embed_kind": NEXT_EMBED_KINDS, "dtype": DTYPES}
 # the fields without an option, and why (set them in Python: Config(...).replace(...))
 NO_FLAG = {
-    "dim_head": "a head width other than dim // heads: x-transformers models (tinyar/interop.py)",
     "vocab": "fixed by the byte tokens (256 bytes + MASK + PAD)",
     "next_embed_head": "the head with its loss off (interop); --next-embed > 0 builds it anyway",
-    "min_lr_ratio": "the cosine schedule's floor, kept at lr * 0.1",
-    "eval_batches": "validation batches per evaluation, kept at 4",
 }
+# options `bench` leaves out: it times single steps, it runs no schedule, validation or checkpoints
+TRAIN_ONLY = ("steps", "min_lr_ratio", "warmup", "eval_every", "eval_batches", "log_every", "save_every")
 
 
 def flag(field: str) -> str:
