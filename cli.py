@@ -264,12 +264,22 @@ def train_and_show(run: Run, device, keep, force, sample_tokens, eval_sample_tok
 
 
 @cli.command()
-def devices():
+@click.option("--speed", is_flag=True, help="also time a 512² float32 matmul on each working backend "
+              "(seconds each: each compiles it) and say which is fastest here")
+def devices(speed):
     """Which tinygrad backends work here, why the others don't, and the default."""
-    from tinyar.devices import backend_table, default_device
-    table = Table("device", "works", "why not / what to install", title="tinygrad backends")
-    for r in backend_table():
-        table.add_row(r["device"], "[green]yes[/]" if r["works"] else "[red]no[/]",
+    from tinyar.devices import backend_table, default_device, matmul_speed
+    rows = backend_table()
+    table = Table("device", "works", *(["matmul GFLOP/s"] if speed else []), "why not / what to install",
+                  title="tinygrad backends")
+    fastest = None
+    for r in rows:
+        gflops = ""
+        if speed and r["works"]:
+            r["gflops"] = matmul_speed(r["device"])
+            gflops = f"{r['gflops']:,.1f}"
+            fastest = r if fastest is None or r["gflops"] > fastest["gflops"] else fastest
+        table.add_row(r["device"], "[green]yes[/]" if r["works"] else "[red]no[/]", *([gflops] if speed else []),
                       f"{r['reason']} — {r['hint']}" if r["reason"] else "")
     console.print(table)
     try:
@@ -277,6 +287,12 @@ def devices():
                       f"several devices of one kind, e.g. --device CUDA:0,CUDA:1, train data-parallel)")
     except Exception as e:
         console.print(f"no default device: {e}")
+    if fastest:
+        console.print(f"fastest here on a 512² matmul: [bold]{fastest['device']}[/] "
+                      f"({fastest['gflops']:,.1f} GFLOP/s, best of 5)")
+        console.print(f"a real training step there: python cli.py bench --device {fastest['device']}")
+    elif not speed:
+        console.print("[dim]which is fastest here: python cli.py devices --speed[/]")
 
 
 @cli.command()

@@ -178,6 +178,15 @@ def test_unknown_device_lists_the_working_ones(corpus, tmp_path):
     assert "CPU" in msg.split("working devices: ")[1]               # the suite itself runs on a working device
 
 
+def test_a_bad_device_is_reported_before_the_run_folder(corpus, tmp_path):
+    # proves the order of the checks: `--device CUDA` on a machine without it, into a folder that
+    # holds a run, says the device is the problem (fixing the folder first would not have helped)
+    run = tmp_path / "run"
+    fake_run(run, corpus)
+    msg = error_line(invoke("train", corpus, *TINY_FLAGS, "--device", "NOSUCHDEV", "--out", run))
+    assert "device NOSUCHDEV does not work here" in msg and "already holds a run" not in msg
+
+
 def test_no_usable_device_says_to_install_clang(corpus, tmp_path):
     # a real process with clang removed from PATH: tinygrad's CPU backend can't compile, and the
     # probe must notice (compiled kernels cached on disk would otherwise hide it until step 1)

@@ -71,6 +71,37 @@ def test_devices_command_lists_backends():
     assert "CPU" in res.output and "METAL" in res.output and "train picks" in res.output
 
 
+def test_backend_errors_say_a_phrase_once():
+    # tinygrad 0.14's NV/AMD message repeats itself; the devices table says it once
+    from tinyar.devices import one_line
+    e = ExceptionGroup("No interface for NV:0 is available is available", [OSError("a"), OSError("b")])
+    assert one_line(e) == "ExceptionGroup: No interface for NV:0 is available (2 sub-exceptions)"
+    assert one_line(RuntimeError("a kernel kernel\nfailed: 0 0 0")) == "RuntimeError: failed: 0"
+
+
+def test_devices_speed_names_the_fastest_working_backend(monkeypatch):
+    # proves `devices --speed` times only working backends and names the fastest (timings faked;
+    # the real timing runs once below on the suite's device)
+    import tinyar.devices as D
+    from cli import cli
+    monkeypatch.setattr(D, "backend_table", lambda: [
+        {"device": "CPU", "works": True, "reason": "", "hint": ""},
+        {"device": "CL", "works": True, "reason": "", "hint": ""},
+        {"device": "CUDA", "works": False, "reason": "no driver", "hint": "install it"}])
+    timed = []
+    monkeypatch.setattr(D, "matmul_speed", lambda name: timed.append(name) or {"CPU": 8.5, "CL": 19.9}[name])
+    res = CliRunner().invoke(cli, ["devices", "--speed"], terminal_width=120)
+    assert res.exit_code == 0, res.output
+    assert timed == ["CPU", "CL"] and "fastest here on a 512² matmul: CL (19.9 GFLOP/s" in res.output
+    assert "bench --device CL" in res.output
+    assert "devices --speed" in CliRunner().invoke(cli, ["devices"]).output   # plain `devices` says how
+
+
+def test_matmul_speed_is_a_positive_rate():
+    from tinyar.devices import matmul_speed
+    assert 0 < matmul_speed("CPU", n=64, reps=1) < 1e6
+
+
 @pytest.fixture
 def restore_dev():
     # the CLI sets tinygrad's default device for the process; put the suite's back afterwards
