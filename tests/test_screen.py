@@ -117,6 +117,14 @@ def test_zloss_off_is_marked_watched_not_trained_with_its_starting_scale():
     assert "z-loss*" not in out.getvalue() and "z·w" in out.getvalue() and "trained at weight 0.0001" in out.getvalue()
 
 
+def test_train_help_explains_the_zloss_scale():
+    from click.testing import CliRunner
+
+    from cli import cli
+    text = " ".join(CliRunner().invoke(cli, ["train", "--help"]).output.split())
+    assert "0 = watched, not trained" in text and "starts near 1,000" in text
+
+
 def test_header_rows_and_done_lines_fit_80_columns():
     # proves nothing tinyar prints above, in or below the rows wraps in an 80-column terminal,
     # for the longest setting (every loss on, float16)

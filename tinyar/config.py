@@ -119,7 +119,9 @@ class Config:
 OPTIONS = {
     "mask_prob": ("--mlm", "fraction of input positions masked during training, in [0, 1)"),
     "mask_mode": ("--mlm-mode", "replace: MASK token; fcm: hide as attention keys"),
-    "zloss_weight": ("--zloss", "weight of the attention z-loss"),
+    "zloss_weight": ("--zloss", "weight of the attention z-loss; 0 = watched, not trained (the z-loss* "
+                     "column). Raw, it starts near 1,000 for the default shape and grows as attention "
+                     "sharpens; 1e-4 makes it ~0.1 of the total"),
     "next_embed_weight": ("--next-embed", "weight of the next-embed loss (adds the head)"),
     "next_embed_kind": ("--next-embed-loss", "next-embed distance"),
     "steps": ("--steps", "optimizer steps"),
