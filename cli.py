@@ -254,8 +254,7 @@ def train(corpus, device, out, resume, keep, force, sample_tokens, eval_sample_t
         try:
             saved, arrays, meta = ckpt.load(path)
         except ckpt.CheckpointError as e:
-            older = ckpt.checkpoints(resume)[:-1]
-            fail(f"{e}" + (f" (the next newest is {older[-1].name})" if older else ""))
+            fail(str(e))    # it names the file and the one before it
         cfg, changed = resume_config(saved, given)
         if cfg.steps <= meta["step"]:
             fail(f"the run in {resume} is already at step {meta['step']} of {saved.steps}; pass --steps with a "

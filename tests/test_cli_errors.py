@@ -158,6 +158,18 @@ def test_resume_from_a_damaged_or_foreign_checkpoint_names_the_file(corpus, tmp_
     newest.write_bytes(newest.read_bytes()[:100])                     # copied half-way
     msg = error_line(invoke("train", "--resume", run))
     assert str(newest) in msg and "truncated or corrupted" in msg and "ckpt-00000005.safetensors" in msg
+    # NaN weights, and one flipped bit: refused before training, never called "the last good checkpoint"
+    m = ckpt.read_safetensors(ckpt.checkpoints(run)[0])[1] | {"step": 10}
+    ckpt.save(run, 10, {"model.w": np.array([np.nan, 0], np.float32)}, m)
+    nan_msg = error_line(invoke("train", "--resume", run))
+    ckpt.save(run, 10, {"model.w": np.array([2.0, 0], np.float32)}, m)
+    raw = bytearray(newest.read_bytes())
+    raw[-1] ^= 1                                                       # in model.w's last byte
+    newest.write_bytes(bytes(raw))
+    flip_msg = error_line(invoke("train", "--resume", run))
+    for msg, words in ((nan_msg, "model.w holds NaN"), (flip_msg, "tensor model.w does not match its checksum")):
+        assert str(newest) in msg and words in msg and "fall back to the one before it, ckpt-00000005" in msg
+        assert "last good" not in msg and "--lr" not in msg
     newest.unlink()
     fake_run(run, corpus, step=10, vocab=512)                         # another vocabulary
     msg = error_line(invoke("train", "--resume", run))

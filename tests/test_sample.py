@@ -228,15 +228,18 @@ def test_prompt_file_takes_raw_bytes(run, tmp_path):
 def bad_runs(run, tmp_path) -> dict:
     """Run folders that can't be sampled, keyed by words their error must contain."""
     arrays, meta = ckpt.read_safetensors(ckpt.latest(run["dir"]))
-    folders = {name: tmp_path / name for name in ("empty", "newer", "wider", "broken")}
+    folders = {name: tmp_path / name for name in ("empty", "newer", "wider", "broken", "nan", "int")}
     for folder in folders.values():
         folder.mkdir()
     ckpt.save(folders["newer"], 1, arrays, meta | {"config": meta["config"] | {"rope": True}})
     ckpt.save(folders["wider"], 1, arrays, meta | {"config": meta["config"] | {"dim": 32}})
     (folders["broken"] / "ckpt-00000001.safetensors").write_bytes(b"{}")
+    ckpt.save(folders["nan"], 1, arrays | {"model.head.weight": arrays["model.head.weight"] * np.nan}, meta)
+    ckpt.save(folders["int"], 1, arrays | {"model.tok_emb": arrays["model.tok_emb"].view(np.int32)}, meta)
     return {"does not exist": tmp_path / "nowhere", "no checkpoint": folders["empty"],
             "incompatible config": folders["newer"], "does not fit its own config": folders["wider"],
-            "truncated or corrupted": folders["broken"]}
+            "truncated or corrupted": folders["broken"], "model.head.weight holds NaN": folders["nan"],
+            "weight tok_emb is int32": folders["int"]}
 
 
 def assert_one_line_error(r, *words):
