@@ -110,6 +110,7 @@ def test_classic_mistake_fails_exactly_its_task(name, seed):
 
 # ── the grade command, as an instructor runs it ──────────────────────────────────────────
 
+@pytest.mark.slow
 def test_grade_a_folder_reference_full_marks_stubs_zero_bug_fails_its_task(tmp_path):
     """One run over a class folder: the answer key, an untouched stub and the off-by-one shift."""
     (tmp_path / "answer_key").mkdir()
@@ -127,6 +128,7 @@ def test_grade_a_folder_reference_full_marks_stubs_zero_bug_fails_its_task(tmp_p
     assert [t["task"] for t in key["tasks"]] == [t.id for t in TASKS]
 
 
+@pytest.mark.slow
 def test_grade_prints_a_table_with_the_reason_and_exits_nonzero():
     r = cli("grade", str(BUGS / "total_swapped_weights.py"), "--task", "total")
     assert r.returncode == 1, r.stderr
@@ -189,6 +191,7 @@ def stopped(pid: int, deadline: float = 300) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_grading_survives_hangs_crashes_exits_chatter_and_syntax_errors(tmp_path):
     folder, pid_file = tmp_path / "class", tmp_path / "sleep.pid"
     folder.mkdir()
@@ -223,6 +226,7 @@ def test_grading_survives_hangs_crashes_exits_chatter_and_syntax_errors(tmp_path
     assert not (ROOT / "written_by_submission.txt").exists()
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_grading_and_every_process_it_started(tmp_path):
     (tmp_path / "evil.py").write_text(EVIL)
     pid_file = tmp_path / "sleep.pid"
@@ -239,6 +243,7 @@ def test_ctrl_c_stops_grading_and_every_process_it_started(tmp_path):
     assert stopped(int(pid_file.read_text()))
 
 
+@pytest.mark.slow
 def test_pytest_marker_selects_one_task_and_runs_it_on_a_submission():
     base = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_assign_tasks.py"]
     r = subprocess.run(base + ["-m", "zloss", "--collect-only"], cwd=ROOT, capture_output=True, text=True)

@@ -35,6 +35,8 @@ from tinyar.config import Config
 from tinyar.data import Corpus, corpus_files
 from tinyar.train import Trainer, train
 
+pytestmark = pytest.mark.slow   # real training runs, a subprocess among them
+
 ROOT = Path(__file__).parent.parent
 COMPONENTS = ("total", "ce", "zloss", "next_embed", "grad_norm")
 STEPS = 40
