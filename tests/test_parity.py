@@ -253,6 +253,7 @@ def test_live_parity(shape, capsys):
     assert all(d < GRAD_RTOL for d in grads.values()), grads
 
 
+@pytest.mark.slow
 @live
 @pytest.mark.parametrize("option, hint", [
     (dict(attn_layers=dict(rotary_pos_emb=True)), "rotary_pos_emb"),

@@ -174,6 +174,7 @@ def test_filters_chain_and_greedy_never_emits_mask_or_pad():
     assert draws == {10, 11}  # top-k keeps 10, 11, 12; min-p then drops 12 (e^-2 < 0.5 of the best)
 
 
+@pytest.mark.slow
 def test_filters_agree_with_x_transformers():
     """x-transformers' own top_k / top_p / min_p (torch) as an independent oracle, on random logits."""
     torch = pytest.importorskip("torch")
