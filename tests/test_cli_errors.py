@@ -191,6 +191,7 @@ def test_unknown_device_lists_the_working_ones(corpus, tmp_path):
     assert "CPU" in msg.split("working devices: ")[1]               # the suite itself runs on a working device
 
 
+@pytest.mark.slow
 def test_no_usable_device_says_to_install_clang(corpus, tmp_path):
     # a real process with clang removed from PATH: tinygrad's CPU backend can't compile, and the
     # probe must notice (compiled kernels cached on disk would otherwise hide it until step 1)
