@@ -57,6 +57,7 @@ def test_kernel_cache_off_and_damaged(tmp_path, monkeypatch):
     assert pickle.loads(bad.read_bytes())["programs"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("vs_torch", [False, True])
 def test_cli_bench_prints_the_table(tmp_path, monkeypatch, vs_torch):
     monkeypatch.setenv("TINYAR_KERNEL_CACHE", str(tmp_path / "k.pkl"))
@@ -93,6 +94,7 @@ def test_graph_hash_of_the_custom_backward_is_the_same_in_every_process():
     assert len(keys) == 1 and len(keys.pop().strip()) == 64
 
 
+@pytest.mark.slow
 def test_a_second_run_from_the_kernel_cache_trains_identically(tmp_path):
     # run 2 takes its schedules and generated code from run 1's cache file: same losses, bit for bit
     corpus = tmp_path / "c.txt"
