@@ -77,7 +77,8 @@ def test_cli_bench_prints_the_table(tmp_path, monkeypatch, vs_torch):
         ref = rows["x-transformers"]
         assert ref["vs_torch"] == 1.0 and tiny["vs_torch"] == pytest.approx(ref["step_s"] / tiny["step_s"])
         assert out["vs_torch"] == tiny["vs_torch"]   # the headline numbers a script reads
-        assert out["rss_vs_torch"] == pytest.approx(tiny["peak_rss"] / ref["peak_rss"])
+        if ref["peak_rss"]:   # growth can be 0 on a model this small
+            assert out["rss_vs_torch"] == pytest.approx(tiny["peak_rss"] / ref["peak_rss"])
     assert out["first_step"] is None   # only with --first-step
     res = CliRunner().invoke(cli, ["bench", *RUN_FLAGS, "--timed-steps", "1"])
     assert res.exit_code == 0 and "tokens/s" in res.output and "numpy" in res.output
