@@ -13,16 +13,15 @@ import pytest
 from tinygrad import Tensor, dtypes
 from tinygrad.nn.state import get_parameters, get_state_dict
 
-from conftest import TINY, TINY_NE
+from conftest import TEXT, TINY, TINY_NE
 from tinyar import checkpoint as ckpt
 from tinyar import devices
-from tinyar.config import Config, ConfigError
+from tinyar.config import COMPONENTS, Config, ConfigError
 from tinyar.data import Corpus
 from tinyar.loss import autoregressive_loss
 from tinyar.model import Decoder
 from tinyar.train import Trainer
 
-TEXT = b"the quick brown fox jumps over the lazy dog. " * 40
 HALF = (dtypes.float16, dtypes.bfloat16)
 STEPS = 8
 # float16 keeps 11 significant bits: one rounding of a matmul input is off by at most 2^-11 ~ 4.9e-4
@@ -60,7 +59,7 @@ def test_half_model_keeps_statistics_and_losses_in_float32(dtype):
     assert all(lse.dtype == dtypes.float32 for lse in lses)
     out = autoregressive_loss(model, tokens, mask_positions=mask, mask_mode="fcm", zloss_weight=0.1,
                               next_embed_weight=0.1)
-    assert {k: v.dtype for k, v in out.items()} == dict.fromkeys(("total", "ce", "zloss", "next_embed"), dtypes.float32)
+    assert {k: v.dtype for k, v in out.items()} == dict.fromkeys(COMPONENTS, dtypes.float32)
     assert getattr(dtypes, dtype) in graph_dtypes(out["total"])       # the half dtype is really used
     assert all(p.dtype == dtypes.float32 for p in get_parameters(model))
     grads = out["total"].gradient(*get_parameters(model))
@@ -133,6 +132,7 @@ def runs():
     return out
 
 
+@pytest.mark.slow
 def test_float16_training_is_close_to_float32(runs):
     # proves half training works (finite, falling, close to float32) and really is half (not identical)
     (_, ref), (_, half) = runs["float32"], runs["float16"]
@@ -144,6 +144,7 @@ def test_float16_training_is_close_to_float32(runs):
     assert any(r["zloss"] != s["zloss"] for r, s in zip(ref, half)), "float16 gave float32's exact numbers"
 
 
+@pytest.mark.slow
 def test_float16_run_keeps_float32_master_weights(runs):
     # the optimizer updates float32 weights and keeps float32 moments
     trainer, _ = runs["float16"]
@@ -153,6 +154,7 @@ def test_float16_run_keeps_float32_master_weights(runs):
     assert len(moments) >= 3 * len(trainer.params)   # the weights again, AdamW's m and v
     assert all(t.dtype == dtypes.float32 for t in moments.values())
 
+@pytest.mark.slow
 def test_half_checkpoint_loads_in_a_float32_run_and_sampler(runs, tmp_path):
     # a checkpoint of a float16 run holds float32 arrays; a float32 Trainer restores it exactly
     # and trains on; `sample` builds a float32 model from it unless told otherwise
@@ -174,6 +176,7 @@ def test_half_checkpoint_loads_in_a_float32_run_and_sampler(runs, tmp_path):
     assert load_model(tmp_path, "float16")[0].dtype == dtypes.float16
 
 
+@pytest.mark.slow
 def test_float16_model_samples_with_the_kv_cache(runs):
     # what `train` does after each validation: sample from the live float16 model. The cache holds
     # float16 keys and values; its logits match re-running the whole window (same dtype)

@@ -24,17 +24,16 @@ from __future__ import annotations
 
 from tinygrad import Tensor, TinyJit
 
-from tinyar.config import Config
+from tinyar.config import PIECES, Config
 from tinyar.loss import autoregressive_loss
 
-COMPONENTS = ("ce", "zloss", "next_embed")
 FP16_LOSS_SCALE = 4096.0   # as the training step (tinyar/train.py): small float16 gradients would flush to 0
 
 
 def weighted_components(out: dict[str, Tensor], cfg: Config) -> dict[str, Tensor]:
     """The terms of the total that are on, each with its weight. -> {"ce": (), "zloss": (), ...}"""
     weight = {"ce": 1.0, "zloss": cfg.zloss_weight, "next_embed": cfg.next_embed_weight}
-    return {c: out[c] * weight[c] if c != "ce" else out[c] for c in COMPONENTS if weight[c] > 0}
+    return {c: out[c] * weight[c] if c != "ce" else out[c] for c in PIECES if weight[c] > 0}
 
 
 def sum_of(scalars: list[Tensor], fan_in: int = 16) -> Tensor:

@@ -10,18 +10,18 @@ import time
 from typing import Callable, Iterator
 
 import numpy as np
-from tinygrad import Tensor, TinyJit, dtypes
+from tinygrad import Tensor, TinyJit
 from tinygrad.helpers import Context
 from tinygrad.nn.optim import AdamW, OptimizerGroup
 from tinygrad.nn.state import get_parameters, get_state_dict
 
-from tinyar.config import Config
+from tinyar.config import PIECES, Config
 from tinyar.data import Corpus
 from tinyar.gradshare import GradShare
 from tinyar.loss import autoregressive_loss, choose_mask_positions
 from tinyar.model import Decoder
 
-COMPONENTS = ("total", "ce", "zloss", "next_embed")
+CHECKED = (*PIECES, "total", "grad_norm")   # for NaN/inf, in this order: the raw pieces first, then their total
 FP16_LOSS_SCALE = 4096.0   # --dtype float16: the loss is scaled by this for the backward, the gradients back
 
 
@@ -36,7 +36,7 @@ class Diverged(RuntimeError):
 
 def first_non_finite(row: dict) -> str | None:
     """The component to blame: the raw pieces first, then their total, then the gradient norm."""
-    for name in ("ce", "zloss", "next_embed", "total", "grad_norm"):
+    for name in CHECKED:
         if not math.isfinite(row[name]):
             return name
     return None
@@ -141,6 +141,8 @@ class Trainer:
         return self.grad_share(self.put(batch), None if mask is None else self.put(mask))
 
     def next_batch(self, corpus: Corpus) -> tuple[np.ndarray, np.ndarray | None]:
+        """(B,T+1) windows and, with masking on, (B,T) mask positions, both drawn from the data RNG
+        (saved in checkpoints). Drawn here, not in the loss: the jitted step takes them as input."""
         c = self.cfg
         batch = corpus.batch(self.rng, c.batch_size)
         mask = choose_mask_positions(self.rng, c.batch_size, c.seq_len, c.mask_prob) if c.mask_prob > 0 else None
@@ -152,11 +154,20 @@ class Trainer:
         return {"val_ce": ce, "val_ppl": math.exp(min(ce, 50.0)), "val_bpb": ce / math.log(2)}
 
     # checkpoint state: everything that resuming needs, as numpy arrays + JSON-able metadata
+    def state_tensors(self) -> tuple[dict[str, Tensor], set[str]]:
+        """Every tensor a checkpoint holds, each once: the weights as model.*, the optimizer's own
+        state (moments, step counts b1_t/b2_t, lr) as optim.*. -> (tensors, the optim.* names
+        that are the weights again, left out: older checkpoints stored each weight three times)"""
+        tensors = {f"model.{k}": v for k, v in get_state_dict(self.model).items()}
+        weights = {id(v) for v in tensors.values()}
+        optim = {f"optim.{k}": v for k, v in get_state_dict(self.opt).items()}
+        aliases = {k for k, v in optim.items() if id(v) in weights}
+        return tensors | {k: v for k, v in optim.items() if k not in aliases}, aliases
+
     def state_arrays(self) -> dict[str, np.ndarray]:
         """Everything to save, as numpy. Raises Diverged rather than hand out a NaN/inf state (an
         update can overflow the weights while the loss of that step was still finite)."""
-        arrays = {f"model.{k}": v.numpy() for k, v in get_state_dict(self.model).items()}
-        arrays |= {f"optim.{k}": v.numpy() for k, v in get_state_dict(self.opt).items()}
+        arrays = {k: v.numpy() for k, v in self.state_tensors()[0].items()}
         for name, a in arrays.items():
             if not np.isfinite(a).all():
                 raise Diverged(self.step, f"the weights ({name})", a[~np.isfinite(a)].flat[0])
@@ -168,8 +179,8 @@ class Trainer:
     def load_state(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
         """Restore weights, optimizer moments and step counts (AdamW's b1_t/b2_t), the step and the
         data RNG. Everything is checked before anything is assigned, so a mismatch changes nothing."""
-        targets = {f"model.{k}": v for k, v in get_state_dict(self.model).items()}
-        targets |= {f"optim.{k}": v for k, v in get_state_dict(self.opt).items()}
+        targets, aliases = self.state_tensors()
+        arrays = {k: a for k, a in arrays.items() if k not in aliases}   # an older file's copies of the weights
         missing, extra = sorted(set(targets) - set(arrays)), sorted(set(arrays) - set(targets))
         if missing or extra:
             name = (missing or extra)[0]
@@ -180,9 +191,11 @@ class Trainer:
             if tuple(arrays[name].shape) != tuple(t.shape):
                 raise ValueError(f"checkpoint tensor {name} has shape {tuple(arrays[name].shape)}, the model needs "
                                  f"{tuple(t.shape)}: it was written by a different configuration")
+            if arrays[name].dtype != np.dtype(t.dtype.fmt):
+                raise ValueError(f"checkpoint tensor {name} is {arrays[name].dtype}, the model needs "
+                                 f"{np.dtype(t.dtype.fmt)}: the file is damaged or not tinyar's")
         for name, t in targets.items():
-            a = arrays[name]
-            t.assign(self.put(a.astype(np.float32) if t.dtype == dtypes.float32 else a, split=False)).realize()
+            t.assign(self.put(arrays[name], split=False)).realize()
         self.step = int(meta["step"])
         self.rng.bit_generator.state = meta["rng"]
 
