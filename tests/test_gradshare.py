@@ -4,17 +4,18 @@ Norms, dot products, shares and cosines are recomputed in numpy from each weight
 gradient taken by a separate backward pass of that component alone; the three add up to the
 total's gradient, which tests/test_loss.py checks against the numpy oracles.
 """
+import json
+
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from tinygrad import Tensor
 
-from conftest import KIND, NEXT_EMBED_WEIGHT, TINY, ZLOSS_WEIGHT
+from conftest import KIND, NEXT_EMBED_WEIGHT, TEXT, TINY, TINY_FLAGS, ZLOSS_WEIGHT
 from tinyar.data import Corpus
 from tinyar.gradshare import measure, share_stats
 from tinyar.loss import autoregressive_loss
 from tinyar.train import Trainer, train
-
-TEXT = b"the quick brown fox jumps over the lazy dog. " * 40
 
 
 def own_gradient(tiny, mode: str, component: str) -> np.ndarray:
@@ -131,3 +132,25 @@ def test_training_with_grad_share_logs_it_and_trains_the_same():
         assert -1.0 <= b["cos_zloss"] <= 1.0 and "share_next_embed" not in b
         assert "gnorm_ce" not in a and "lse_max" not in a
         assert b["lse_max"] >= b["lse_mean"]
+
+
+def test_cli_train_grad_share_columns_and_metrics(tmp_path):
+    # `train --grad-share`: its columns in the rows, its keys in metrics.jsonl, `plot --metric` draws them
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_bytes(TEXT)
+    from cli import cli
+    run = tmp_path / "run"
+    res = CliRunner().invoke(cli, ["train", str(corpus), *TINY_FLAGS, "--steps", "4", "--log-every", "2",
+                                   "--eval-every", "4", "--zloss", "1e-4", "--mlm", "0.25", "--grad-share",
+                                   "--out", str(run), "--sample-tokens", "0", "--eval-sample-tokens", "0"])
+    assert res.exit_code == 0, res.output
+    assert "z share" in res.output and "cos z" in res.output and "ne share off" in res.output
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if r["kind"] == "train"]
+    assert [r["step"] for r in train_rows] == [1, 2, 4]
+    for r in train_rows:
+        assert r["gnorm_total"] == pytest.approx(r["grad_norm"], rel=1e-4)
+        assert r["share_ce"] + r["share_zloss"] == pytest.approx(1.0, abs=1e-5)
+        assert {"lse_max_l0", "lse_max_l1", "lse_mean_l1", "cos_zloss"} <= set(r)
+    drawn = CliRunner().invoke(cli, ["plot", str(run), "--metric", "lse_max"])
+    assert drawn.exit_code == 0 and "max attention log-sum-exp" in drawn.output, drawn.output
