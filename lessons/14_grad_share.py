@@ -7,11 +7,11 @@ shares add up to 1, and a term pulling against the rest gets a negative one); th
 g_ce with g_c; and the mean and max of each layer's attention log-sum-exp (lse), which the
 z-loss squares (lesson 7).
 
-Look at: the z-loss taking ~1 % of the gradient at right angles to ce (cos ≈ 0: a constant
-added to all of a query's scores moves its lse but not its attention, so ce can't see that
-direction; AdamW steps each weight by its own scale, so even a small gradient moves it) and
-still pulling the lse to ≈ 0 and its own value 5× down; with masking (mlm 0.25) the instrument
-measuring the masked batch (its |g| is the step's own) and the z-loss doing the same job.
+Look at: the z-loss taking well under 1 % of the gradient, at right angles to ce (cos ≈ 0: a
+constant added to all of a query's scores moves its lse but not its attention, so ce can't see
+that direction; AdamW steps each weight by its own scale, so even a small gradient moves it) and
+still pulling the mean lse to ≈ 0 and its own value ~8× down; with masking (mlm 0.25) the
+instrument measuring the masked batch (its |g| is the step's own) and the z-loss doing the same.
 Run: python lessons/14_grad_share.py
 """
 from _common import CFG, T, check
@@ -31,10 +31,12 @@ def run(**loss) -> tuple[list[dict], dict, float]:
     trainer = Trainer(CFG.replace(grad_share=True, **loss))
     rows = [r for r in train(trainer, corpus) if r["kind"] == "train"]
     late = [r for r in rows if r["step"] > CFG.steps // 2]
-    return rows, {k: float(np.mean([r[k] for r in late])) for k in late[0] if k != "kind"}, trainer.evaluate(val)["val_ce"]
+    means = {k: float(np.mean([r[k] for r in late])) for k in late[0] if k != "kind"}
+    return rows, means, trainer.evaluate(val)["val_ce"]
 
 
-runs = {"plain": run(), f"z-loss {W:g}": run(zloss_weight=W), f"z-loss + mlm 0.25": run(zloss_weight=W, mask_prob=0.25)}
+runs = {"plain": run(), f"z-loss {W:g}": run(zloss_weight=W),
+        "z-loss + mlm 0.25": run(zloss_weight=W, mask_prob=0.25)}
 print(f"{'second half, mean':18} {'ce':>6} {'z-loss':>7} {'z share':>8} {'cos z':>6} {'lse mean':>8} "
       f"{'lse max':>7} {'val ce':>6}")
 for name, (_, m, val_ce) in runs.items():
@@ -44,9 +46,9 @@ for name, (_, m, val_ce) in runs.items():
 first = rows[0]   # step 1, measured before its update: the untrained weights
 check("step1_shares_sum", first["share_ce"] + first["share_zloss"], 1.0, 1e-4)
 check("step1_gnorm_total_over_grad_norm", first["gnorm_total"] / first["grad_norm"], 1.0, 1e-4)
-check("zloss_gradient_share", abs(z["share_zloss"]), 0.05, op="<")       # expect ≈ 0.003
+check("zloss_gradient_share", abs(z["share_zloss"]), 0.05, op="<")       # ≈ 0.001
 check("abs_cos_ce_zloss", np.mean([abs(r["cos_zloss"]) for r in rows]), 0.5, op="<")   # ≈ 0.1
-check("zloss_with_over_without", z["zloss"] / plain["zloss"], 0.5, op="<")             # ≈ 0.15
+check("zloss_with_over_without", z["zloss"] / plain["zloss"], 0.5, op="<")             # ≈ 0.1-0.15
 check("lse_mean_without", plain["lse_mean"], 0.7, op=">")                # ≈ 1.4
 check("abs_lse_mean_with", abs(z["lse_mean"]), 0.5, op="<")              # ≈ 0.1
 check("lse_max_with_over_without", z["lse_max"] / plain["lse_max"], 1.0, op="<")       # ≈ 0.7

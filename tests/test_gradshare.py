@@ -92,8 +92,10 @@ def test_shares_and_cosines_of_known_directions(k, cos, shares):
         b = [other[:12].reshape(3, 4).astype(np.float32), other[12:].astype(np.float32)]
     else:
         b = [k * x for x in a]
-    got = {n: v.item() for n, v in share_stats({"ce": [Tensor(x) for x in a], "zloss": [Tensor(x) for x in b]}).items()}
-    want = numpy_stats({"ce": flat.astype(np.float64), "zloss": np.concatenate([x.ravel() for x in b]).astype(np.float64)})
+    stats = share_stats({"ce": [Tensor(x) for x in a], "zloss": [Tensor(x) for x in b]})
+    got = {n: v.item() for n, v in stats.items()}
+    want = numpy_stats({"ce": flat.astype(np.float64),
+                        "zloss": np.concatenate([x.ravel() for x in b]).astype(np.float64)})
     assert got["cos_zloss"] == pytest.approx(cos, abs=1e-5)
     assert (got["share_ce"], got["share_zloss"]) == pytest.approx(shares, abs=1e-5)
     assert got == pytest.approx(want, rel=1e-4, abs=1e-5)
