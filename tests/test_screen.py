@@ -9,9 +9,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from rich.console import Console
 
-from tests.conftest import TEXT, TINY_FLAGS
+from conftest import TEXT, TINY_FLAGS
 from tinyar.config import Config
 from tinyar.screen import StatusColumn, TrainScreen, zloss_floor
 
