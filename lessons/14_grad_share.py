@@ -23,16 +23,15 @@ from tinyar.train import Trainer, train
 
 W = 1e-3   # ten times the usual 1e-4, as in lesson 7, so 300 tiny steps show it
 corpus = Corpus(default_corpus(), T)
-val = corpus.val_batches(CFG.eval_batches, CFG.batch_size)
 
 
 def run(**loss) -> tuple[list[dict], dict, float]:
     """A 300-step run with --grad-share -> (its log rows, their means over the second half, val ce)"""
-    trainer = Trainer(CFG.replace(grad_share=True, **loss))
-    rows = [r for r in train(trainer, corpus) if r["kind"] == "train"]
+    every = list(train(Trainer(CFG.replace(grad_share=True, **loss)), corpus))
+    rows = [r for r in every if r["kind"] == "train"]
     late = [r for r in rows if r["step"] > CFG.steps // 2]
     means = {k: float(np.mean([r[k] for r in late])) for k in late[0] if k != "kind"}
-    return rows, means, trainer.evaluate(val)["val_ce"]
+    return rows, means, every[-1]["val_ce"]   # the last row: validation after the last step
 
 
 runs = {"plain": run(), f"z-loss {W:g}": run(zloss_weight=W),
