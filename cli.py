@@ -696,6 +696,50 @@ def sample(run, prompt, prompt_file, max_new_tokens, temperature, greedy, top_k,
     click.echo(f"[{n} tokens in {took:.1f} s (compiling included) · seed {seed} · "
                f"{'no cache' if no_cache else f'KV cache, slide {sampler.window.slide}'} · {path.name}]", err=True)
 
+# ── export: leave for PyTorch (tinyar/export.py, tinyar/xt_io.py) ─────────────────────────
+
+@cli.command()
+@click.argument("run", type=click.Path(path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--to", "target", type=click.Choice(["x-transformers"]), default="x-transformers", show_default=True,
+              help="the library to export to")
+@click.option("--force", is_flag=True, help="OUT may exist: overwrite its model.safetensors and model.json")
+@click.option("--verify", is_flag=True, help="load the export into x-transformers and compare its logits with "
+              "tinyar's (needs PyTorch: pip install -e '.[parity]')")
+def export(run, out, target, force, verify):
+    """Export the newest checkpoint of the run folder RUN to OUT: the weights in x-transformers'
+    names (OUT/model.safetensors) and the exact constructor arguments (OUT/model.json).
+    No PyTorch needed, except for --verify."""
+    from tinyar.export import ExportError, write_export
+    from tinyar.interop import to_x_transformers
+    from tinyar.xt_io import compare_logits, require_torch
+    try:
+        if verify:
+            require_torch("--verify")   # before writing anything
+        state, args = to_x_transformers(run)
+        paths = write_export(out, state, args, force=force)
+    except ExportError as e:
+        fail(str(e))
+    a = args
+    kw = lambda d: ", ".join(f"{k}={v!r}" for k, v in d.items())
+    mb = paths[0].stat().st_size / 2**20
+    console.print(f"wrote {paths[0]} ({len(state)} tensors, {mb:.1f} MB) and {paths[1]} · step {a['step']}",
+                  soft_wrap=True, highlight=False)
+    console.print(f"  TransformerWrapper({kw(a['TransformerWrapper'])}, attn_layers=Decoder({kw(a['Decoder'])}))\n"
+                  f"  AutoregressiveWrapper(net, {kw(a['AutoregressiveWrapper'])})"
+                  + (f", forward: {kw(a['forward'])}" if a["forward"] else ""), soft_wrap=True, highlight=False)
+    for note in a["notes"]:
+        console.print(f"note: {note}", soft_wrap=True, highlight=False, markup=False)
+    if verify:
+        diff = compare_logits(run, args, state)
+        ok = diff < 1e-4
+        console.print(f"verify: x-transformers' logits vs tinyar's on one batch: max relative difference {diff:.1e} "
+                      f"({'ok' if ok else 'MISMATCH'})", highlight=False)
+        if not ok:
+            sys.exit(1)
+    console.print(f"continue in PyTorch: torchrun --nproc-per-node 2 tinyar/ddp_continue.py {out} CORPUS "
+                  f"(README: Leaving for PyTorch)", soft_wrap=True, highlight=False, markup=False)
+
 
 if __name__ == "__main__":
     cli()

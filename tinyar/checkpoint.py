@@ -23,7 +23,17 @@ class CheckpointError(ValueError):
 
 def write_safetensors(path: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
     """Write arrays + JSON metadata to `path` atomically (temp file in the same folder, fsync, rename)."""
-    header, offset, blobs = {"__metadata__": {"tinyar": json.dumps(meta)}}, 0, []
+    try:
+        write_atomic(path, arrays, {"tinyar": json.dumps(meta)})
+    except OSError as e:
+        raise CheckpointError(f"could not write checkpoint {path}: {e.strerror or e}; the previous "
+                              f"checkpoints are untouched (free some space or pick another --out)") from None
+
+
+def write_atomic(path: Path, arrays: dict[str, np.ndarray], tags: dict[str, str]) -> None:
+    """Any safetensors file (`tags`: its string metadata), written to a temp file and renamed,
+    so a reader sees the old file or the whole new one. Raises OSError."""
+    header, offset, blobs = {"__metadata__": tags}, 0, []
     for name, a in arrays.items():
         a = np.ascontiguousarray(a)
         if a.dtype not in NAMES:
@@ -44,9 +54,6 @@ def write_safetensors(path: Path, arrays: dict[str, np.ndarray], meta: dict) -> 
             os.fsync(f.fileno())
         os.replace(tmp, path)  # atomic: readers see the old file or the whole new one
         _fsync_dir(path.parent)
-    except OSError as e:
-        raise CheckpointError(f"could not write checkpoint {path}: {e.strerror or e}; the previous "
-                              f"checkpoints are untouched (free some space or pick another --out)") from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -65,6 +72,34 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def parse_safetensors(raw: bytes) -> tuple[dict[str, np.ndarray], dict]:
+    """Any safetensors file's bytes -> (arrays, string metadata), by a plain parser (never pickle).
+    BF16 arrays come back as float32. Raises ValueError if the bytes are not a whole file."""
+    if len(raw) < 8 or struct.unpack("<Q", raw[:8])[0] > len(raw) - 8:
+        raise ValueError("truncated")
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    if not isinstance(header, dict):
+        raise ValueError("not a safetensors header")
+    tags = header.pop("__metadata__", None) or {}
+    data, arrays = memoryview(raw)[8 + n:], {}
+    try:
+        for name, h in header.items():
+            lo, hi = h["data_offsets"]
+            if not 0 <= lo <= hi <= len(data):
+                raise ValueError("truncated")
+            if h["dtype"] == "BF16":    # bfloat16 is the top half of a float32
+                a = (np.frombuffer(data[lo:hi], np.uint16).astype(np.uint32) << 16).view(np.float32)
+            else:
+                a = np.frombuffer(data[lo:hi], dtype=DTYPES[h["dtype"]])
+            arrays[name] = a.reshape(h["shape"]).copy()
+        if max((h["data_offsets"][1] for h in header.values()), default=0) != len(data):
+            raise ValueError("size does not match the header")
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"unreadable header ({e})") from None
+    return arrays, tags
+
+
 def read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], dict]:
     """Read a tinyar checkpoint with a plain parser (never pickle, so a file can't run code);
     raise CheckpointError naming the file if it is damaged or not tinyar's."""
@@ -75,32 +110,18 @@ def read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], dict]:
         raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror}") from None
     damaged = CheckpointError(f"checkpoint {path} is truncated or corrupted ({len(raw)} bytes); delete it to "
                               f"fall back to an earlier one")
-    if len(raw) < 8 or struct.unpack("<Q", raw[:8])[0] > len(raw) - 8:
-        raise damaged
-    (n,) = struct.unpack("<Q", raw[:8])
     try:
-        header = json.loads(raw[8:8 + n])
+        arrays, tags = parse_safetensors(raw)
     except ValueError:
         raise damaged from None
-    if not isinstance(header, dict):
-        raise damaged
-    tags = header.pop("__metadata__", None)
     if not isinstance(tags, dict) or "tinyar" not in tags:
         raise CheckpointError(f"{path} is not a tinyar checkpoint (no tinyar metadata); pass a run folder "
                               f"written by `python cli.py train`")
     try:
         meta = json.loads(tags["tinyar"])
-        data, arrays = memoryview(raw)[8 + n:], {}
-        for name, h in header.items():
-            lo, hi = h["data_offsets"]
-            if not 0 <= lo <= hi <= len(data):
-                raise ValueError("truncated")
-            arrays[name] = np.frombuffer(data[lo:hi], dtype=DTYPES[h["dtype"]]).reshape(h["shape"]).copy()
-        if max((h["data_offsets"][1] for h in header.values()), default=0) != len(data):
-            raise ValueError("size does not match the header")
         if not (isinstance(meta, dict) and {"config", "step", "rng"} <= set(meta)):
             raise ValueError("metadata lacks config, step or rng")
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, TypeError):
         raise damaged from None
     return arrays, meta
 
