@@ -125,3 +125,27 @@ def init_model(path: str | Path, heads: int | None) -> tuple[object, dict | None
         raise ExportError(f"{path} has a vocabulary of {model.cfg.vocab} tokens; tinyar's tokens are bytes + MASK + "
                           f"PAD ({VOCAB}), so only an x-transformers model with num_tokens={VOCAB} can start a run")
     return model, args
+
+
+def init_config(model_cfg, given: dict):
+    """A fresh run's Config for weights from x-transformers: the model's shape (which the weights
+    fix), everything else as given. Raises ExportError for a shape option that disagrees."""
+    from tinyar.config import Config, flag
+    shape = {k: getattr(model_cfg, k) for k in ("dim", "depth", "heads", "dim_head", "seq_len", "vocab")}
+    for k, v in given.items():
+        if k in shape and v != shape[k]:
+            raise ExportError(f"{flag(k)} {v} differs from the --init-from model's {shape[k]}: the weights fix the "
+                              f"model shape; drop {flag(k)}")
+    head = model_cfg.next_embed_head or given.get("next_embed_head", False)
+    return Config().replace(**(given | shape | {"next_embed_head": head}))
+
+
+def init_weights(trainer, model) -> list[str]:
+    """Copy the model's weights into a fresh Trainer's (on its devices). -> the names the model
+    lacked, left at their initial values (the next-embed head, when --next-embed adds one)"""
+    from tinygrad.nn.state import get_state_dict
+    ours = get_state_dict(model)
+    for name, t in get_state_dict(trainer.model).items():
+        if name in ours:
+            t.assign(trainer.put(ours[name].numpy(), split=False)).realize()
+    return sorted(set(get_state_dict(trainer.model)) - set(ours))
