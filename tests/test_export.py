@@ -192,7 +192,7 @@ def x_net(xt, args, state, dtype="float64"):
 
 @live
 @pytest.mark.parametrize("mode", ["fcm", "replace"])
-def test_tinyar_to_x_transformers_gives_the_same_numbers(tiny, xt, mode):
+def test_tinyar_to_x_transformers_gives_the_same_numbers(tiny, xt, mode, capsys):
     """conftest's tiny run (PAD targets, a fixed mask, z-loss and next-embed weighted in), exported:
     x-transformers computes the same logits, prediction and every loss component (tinyar's definitions
     of the next-embed target and of replace masking, which the wrapper lacks, rebuilt in torch)."""
@@ -214,6 +214,8 @@ def test_tinyar_to_x_transformers_gives_the_same_numbers(tiny, xt, mode):
                   "total": (ce + ZLOSS_WEIGHT * inter.attn_z_loss + NEXT_EMBED_WEIGHT * ne).item()}
     diffs = {k: rel(ours["loss"][k], v) for k, v in theirs.items()}
     diffs |= {"logits": rel(ours["logits"], logits.numpy()), "pred": rel(ours["pred"], pred.numpy())}
+    with capsys.disabled():
+        print(f"\n  {mode}: " + ", ".join(f"{k} {d:.1e}" for k, d in diffs.items()))
     assert all(d < 1e-5 for d in diffs.values()), diffs
 
 
