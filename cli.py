@@ -703,27 +703,29 @@ def sample(run, prompt, prompt_file, max_new_tokens, temperature, greedy, top_k,
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--to", "target", type=click.Choice(["x-transformers"]), default="x-transformers", show_default=True,
               help="the library to export to")
-@click.option("--force", is_flag=True, help="OUT may exist: overwrite its model.safetensors and model.json")
+@click.option("--force", is_flag=True, help="OUT may exist: overwrite its model.safetensors, model.json and "
+              "optimizer.safetensors")
 @click.option("--verify", is_flag=True, help="load the export into x-transformers and compare its logits with "
               "tinyar's (needs PyTorch: pip install -e '.[parity]')")
 def export(run, out, target, force, verify):
     """Export the newest checkpoint of the run folder RUN to OUT: the weights in x-transformers'
-    names (OUT/model.safetensors) and the exact constructor arguments (OUT/model.json).
-    No PyTorch needed, except for --verify."""
-    from tinyar.export import ExportError, write_export
+    names (OUT/model.safetensors), the exact constructor arguments (OUT/model.json) and AdamW's
+    moments (OUT/optimizer.safetensors). No PyTorch needed, except for --verify."""
+    from tinyar.export import ExportError, adam_moments, write_export
     from tinyar.interop import to_x_transformers
     from tinyar.xt_io import compare_logits, require_torch
     try:
         if verify:
             require_torch("--verify")   # before writing anything
         state, args = to_x_transformers(run)
-        paths = write_export(out, state, args, force=force)
+        paths = write_export(out, state, args, force=force, moments=adam_moments(run))
     except ExportError as e:
         fail(str(e))
     a = args
     kw = lambda d: ", ".join(f"{k}={v!r}" for k, v in d.items())
     mb = paths[0].stat().st_size / 2**20
-    console.print(f"wrote {paths[0]} ({len(state)} tensors, {mb:.1f} MB) and {paths[1]} · step {a['step']}",
+    console.print(f"wrote {paths[0]} ({len(state)} tensors, {mb:.1f} MB), {paths[1]} and {paths[2]} (AdamW's "
+                  f"moments) · step {a['step']}",
                   soft_wrap=True, highlight=False)
     console.print(f"  TransformerWrapper({kw(a['TransformerWrapper'])}, attn_layers=Decoder({kw(a['Decoder'])}))\n"
                   f"  AutoregressiveWrapper(net, {kw(a['AutoregressiveWrapper'])})"

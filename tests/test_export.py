@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from tinygrad import Tensor
 from tinygrad.nn.state import get_state_dict
 
 from cli import cli
@@ -23,8 +24,8 @@ from conftest import KIND, NEXT_EMBED_WEIGHT, TINY, TINY_NE, ZLOSS_WEIGHT
 from test_parity import FIXTURE, NO_XT, live, rel
 from tinyar import checkpoint as ckpt
 from tinyar.data import PAD
-from tinyar.export import ARGS, WEIGHTS, constructor_args
-from tinyar.interop import from_x_transformers, to_x_transformers
+from tinyar.export import ARGS, MOMENTS, WEIGHTS, adam_moments, constructor_args
+from tinyar.interop import from_x_transformers, parameter_names, to_x_transformers
 from tinyar.model import Decoder
 
 ROOT = Path(__file__).parent.parent
@@ -94,16 +95,25 @@ def test_constructor_arguments_and_notes_follow_the_loss_settings(settings, wrap
     assert args["AutoregressiveWrapper"].items() >= (wrapper | {"ignore_index": PAD, "pad_value": PAD}).items()
     assert args["forward"] == ({"attn_z_loss_weight": 1e-4} if "zloss_weight" in settings else {})
     assert args["TransformerWrapper"]["add_continuous_pred_head"] == ("next_embed_weight" in settings)
-    extra = [n for n in args["notes"] if not n.startswith(("windows:", "optimizer:"))]   # every run has these two
+    extra = [n for n in args["notes"] if not n.startswith(("windows:", "position table:"))]   # every run has these two
     assert len(extra) == (1 if note else 0) and (not note or note in extra[0]), extra
 
 
 def save_run(folder: Path, cfg, step: int = 7) -> Decoder:
-    """A run folder with one checkpoint of a fresh model (no training: nothing compiles)."""
-    model = Decoder(cfg)
-    arrays = {f"model.{k}": v.numpy() for k, v in get_state_dict(model).items()}
+    """A run folder with one checkpoint of a fresh Trainer (no training step: nothing big compiles),
+    its 1-d weights and AdamW's moments filled with random numbers (v > 0)."""
+    from tinyar.train import Trainer
+    trainer = Trainer(cfg)
+    rng = np.random.default_rng(1)
+    for t in get_state_dict(trainer.model).values():   # gammas and biases start at 1 and 0: make them matter
+        if t.ndim < 2:
+            t.assign(Tensor(rng.normal(1.0, 0.2, t.shape).astype(np.float32))).realize()
+    arrays = trainer.state_arrays()
+    for k, a in arrays.items():
+        if ".m." in k or ".v." in k:
+            arrays[k] = (rng.normal(size=a.shape) if ".m." in k else rng.uniform(0.5, 2, a.shape)).astype(np.float32)
     ckpt.save(folder, step, arrays, {"config": cfg.to_dict(), "step": step, "rng": {}})
-    return model
+    return trainer.model
 
 
 def test_a_run_folder_exports_its_newest_checkpoint(tmp_path):
@@ -111,6 +121,23 @@ def test_a_run_folder_exports_its_newest_checkpoint(tmp_path):
     state, args = to_x_transformers(tmp_path / "run")
     assert args["step"] == 7 and args["forward"] == {"attn_z_loss_weight": 1e-3}
     assert_same_state(state, to_x_transformers(model)[0])
+
+
+def test_adam_moments_follow_their_parameters(tmp_path):
+    """Each exported moment is the one tinyar kept for that parameter (AdamW 0: matrices, AdamW 1:
+    vectors, in model order); the position table's gradient is tinyar's * dim**-0.5 (x-transformers
+    stores the table dim**0.5 times larger), so m scales by 1/4 and v by 1/16 at dim 16."""
+    save_run(tmp_path / "run", TINY)
+    arrays, _ = ckpt.read_safetensors(ckpt.latest(tmp_path / "run"))
+    names = [k.removeprefix("model.") for k in arrays if k.startswith("model.")]
+    matrices, vectors = [n for n in names if arrays[f"model.{n}"].ndim >= 2], [n for n in names if arrays[f"model.{n}"].ndim < 2]
+    mv = adam_moments(tmp_path / "run")
+    for xt, ours in parameter_names(TINY.depth, False).items():
+        g, i = (0, matrices.index(ours)) if ours in matrices else (1, vectors.index(ours))
+        scale = 0.25 if ours == "pos_emb" else 1.0
+        np.testing.assert_array_equal(mv[f"exp_avg.{xt}"], arrays[f"optim.optimizers.{g}.m.{i}"] * np.float32(scale))
+        np.testing.assert_array_equal(mv[f"exp_avg_sq.{xt}"], arrays[f"optim.optimizers.{g}.v.{i}"] * np.float32(scale ** 2))
+    assert len(mv) == 2 * len(names)
 
 
 # ---------------------------------------------------------------- python cli.py export
@@ -160,7 +187,7 @@ def test_an_existing_out_is_refused_without_force(run, tmp_path):
     assert "already exists; pass --force" in error_line(invoke("export", run, out))
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
     assert invoke("export", run, out, "--force").exit_code == 0
-    assert sorted(p.name for p in out.iterdir()) == sorted([ARGS, WEIGHTS, "notes.txt"])   # nothing else touched
+    assert sorted(p.name for p in out.iterdir()) == sorted([ARGS, MOMENTS, WEIGHTS, "notes.txt"])   # nothing else touched
     (tmp_path / "file").write_text("x")
     assert "is a file" in error_line(invoke("export", run, tmp_path / "file", "--force"))
 
@@ -272,6 +299,34 @@ def test_the_export_file_loads_with_safetensors_torch(run, tmp_path, xt):
     args = json.loads((tmp_path / "out" / ARGS).read_text())
     net = x_net(xt, args, {k: v.numpy() for k, v in loaded.items()})
     assert_same_state({k: v.float().numpy() for k, v in net.state_dict().items()}, to_x_transformers(run)[0])
+
+
+@live
+def test_the_recipe_continues_adamw_where_tinyar_left_it(run, tmp_path, xt):
+    """tinyar/ddp_continue.make_optimizer with the exported moments and step takes tinyar's AdamW
+    step (tinygrad's rule, in numpy: bias corrections at step + 1, decay on matrices only)."""
+    torch, _ = xt
+    pytest.importorskip("safetensors")
+    sys.path.insert(0, str(ROOT / "tinyar"))
+    from ddp_continue import make_optimizer
+    state, args = to_x_transformers(run)
+    moments = adam_moments(run)
+    net = x_net(xt, args, state, "float32")
+    opt = make_optimizer(net, args, {k: torch.from_numpy(v) for k, v in moments.items()}, args["step"])
+    rng = np.random.default_rng(2)
+    grads = {n: rng.normal(size=q.shape).astype(np.float32) for n, q in net.named_parameters()}
+    for n, q in net.named_parameters():
+        q.grad = torch.from_numpy(grads[n])
+    opt.step()
+    o, t = args["optimizer"]["AdamW"], args["step"] + 1
+    (b1, b2), worst = o["betas"], 0.0
+    for n, q in net.named_parameters():
+        g, w = grads[n].astype(np.float64), state[n].astype(np.float64)
+        m = b1 * moments[f"exp_avg.{n}"] + (1 - b1) * g
+        v = b2 * moments[f"exp_avg_sq.{n}"] + (1 - b2) * g * g
+        up = (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + o["eps"]) + (o["weight_decay"] * w if w.ndim >= 2 else 0)
+        worst = max(worst, rel(q.detach().numpy() - state[n], -o["lr"] * up))
+    assert worst < 1e-4, worst
 
 
 @live

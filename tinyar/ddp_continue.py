@@ -8,10 +8,11 @@ numpy; no tinygrad, no tinyar import), so it can be copied to a cluster as it is
 
 One process per device (CUDA GPUs with NCCL, else CPU with gloo). Each process draws its own
 windows of `window` tokens from the first 90% of the corpus (tinyar's training split); DDP
-averages the gradients, so one step sees world_size x batch windows. The learning rate goes on
-along the run's own schedule from its step, ramped up again over --rewarmup steps because
-AdamW's moments start from zero. Rank 0 prints the losses and writes OUT/model.safetensors and
-OUT/model.json in the export's own format.
+averages the gradients, so one step sees world_size x batch windows. AdamW goes on with the
+run's settings, its moments (OUT/optimizer.safetensors) and its learning-rate schedule from its
+step (an export without moments ramps the rate up again over --rewarmup steps). Rank 0 prints
+the losses and writes OUT/model.safetensors, model.json and optimizer.safetensors in the
+export's own format, which this script and `train --init-from` read.
 """
 from __future__ import annotations
 
@@ -40,6 +41,21 @@ def lr_at(step: int, a: dict) -> float:
     return floor + 0.5 * (lr - floor) * (1 + math.cos(math.pi * progress))
 
 
+def make_optimizer(net, a: dict, moments: dict | None, step: int) -> torch.optim.AdamW:
+    """AdamW with the run's settings: weight decay on matrices only (as tinyar), and the run's
+    moments ("exp_avg.<name>", "exp_avg_sq.<name>") after `step` updates, when exported."""
+    o = a["optimizer"]["AdamW"]
+    params = list(net.parameters())
+    opt = torch.optim.AdamW([{"params": [q for q in params if q.ndim >= 2]},
+                             {"params": [q for q in params if q.ndim < 2], "weight_decay": 0.0}],
+                            lr=o["lr"], betas=tuple(o["betas"]), eps=o["eps"], weight_decay=o["weight_decay"])
+    if moments is not None:
+        for name, q in net.named_parameters():
+            opt.state[q] = {"step": torch.tensor(float(step)), "exp_avg": moments[f"exp_avg.{name}"].clone(),
+                            "exp_avg_sq": moments[f"exp_avg_sq.{name}"].clone()}
+    return opt
+
+
 def windows(data: np.ndarray, rng: np.random.Generator, batch: int, n: int) -> torch.Tensor:
     """batch random windows of n bytes. -> (batch, n) int64"""
     starts = rng.integers(0, len(data) - n + 1, batch)
@@ -52,7 +68,8 @@ def main() -> None:
     p.add_argument("corpus", type=Path, nargs="+", help="text files, read as one byte stream")
     p.add_argument("--steps", type=int, default=100, help="optimizer steps to add")
     p.add_argument("--batch-size", type=int, default=None, help="windows per process [default: the run's / processes]")
-    p.add_argument("--rewarmup", type=int, default=10, help="steps to ramp the learning rate up again")
+    p.add_argument("--rewarmup", type=int, default=None,
+                   help="steps to ramp the learning rate up again [default: 0 with the export's AdamW moments, else 10]")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("torch_run"))
@@ -73,10 +90,10 @@ def main() -> None:
     ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local] if cuda else None)
     params = list(net.parameters())
     o = a["optimizer"]
-    opt = torch.optim.AdamW([{"params": [q for q in params if q.ndim >= 2]},          # tinyar decays matrices,
-                             {"params": [q for q in params if q.ndim < 2], "weight_decay": 0.0}],  # not gammas/biases
-                            lr=o["AdamW"]["lr"], betas=tuple(o["AdamW"]["betas"]), eps=o["AdamW"]["eps"],
-                            weight_decay=o["AdamW"]["weight_decay"])
+    start = a.get("step") or 0
+    moments = args.export / "optimizer.safetensors"
+    opt = make_optimizer(net, a, load_file(moments, device=str(device)) if moments.exists() else None, start)
+    rewarmup = args.rewarmup if args.rewarmup is not None else 0 if moments.exists() else 10
 
     data = np.concatenate([np.fromfile(c, dtype=np.uint8) for c in args.corpus])
     train, val = data[:int(len(data) * 0.9)], data[int(len(data) * 0.9):]
@@ -90,14 +107,13 @@ def main() -> None:
             logits = net(val_x[:, :-1])
             return F.cross_entropy(logits.transpose(1, 2), val_x[:, 1:], ignore_index=a["tokens"]["PAD"]).item()
 
-    start = a.get("step") or 0
     if rank == 0:
         print(f"continuing from step {start} on {world} process(es) ({device.type}), {batch} windows of {n} "
               f"tokens each; val ce {val_ce():.4f}", flush=True)
     t0 = time.perf_counter()
     for i in range(args.steps):
         step = start + i
-        lr = lr_at(step, a) * min(1.0, (i + 1) / max(1, args.rewarmup))
+        lr = lr_at(step, a) * min(1.0, (i + 1) / max(1, rewarmup))
         for g in opt.param_groups:
             g["lr"] = lr
         loss = ddp(windows(train, rng, batch, n).to(device), **a["forward"])
@@ -121,8 +137,12 @@ def main() -> None:
         args.out.mkdir(parents=True, exist_ok=True)
         a = a | {"step": start + args.steps}
         state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+        mv = {f"{k}.{n}": opt.state[q][k].cpu().contiguous() for n, q in net.named_parameters()
+              for k in ("exp_avg", "exp_avg_sq")}
         for name, write in (("model.safetensors", lambda f: save_file(state, f, metadata={
                 "format": "pt", "x_transformers": json.dumps(a)})),
+                            ("optimizer.safetensors", lambda f: save_file(mv, f, metadata={
+                                "format": "pt", "step": str(a["step"])})),
                             ("model.json", lambda f: f.write_text(json.dumps(a, indent=2) + "\n"))):
             tmp = args.out / f".{name}.tmp"
             write(tmp)

@@ -24,7 +24,7 @@ import numpy as np
 from tinyar.config import Config
 from tinyar.data import MASK, PAD
 
-WEIGHTS, ARGS = "model.safetensors", "model.json"
+WEIGHTS, ARGS, MOMENTS = "model.safetensors", "model.json", "optimizer.safetensors"
 FORMAT = "tinyar export for x-transformers 1"
 BETAS, EPS = (0.9, 0.95), 1e-8   # tinyar.train's AdamW
 
@@ -86,14 +86,16 @@ def notes(cfg: Config) -> list[str]:
     if cfg.dtype != "float32":
         out.append(f"precision: trained with {cfg.dtype} matmuls; the weights are float32 (torch.autocast is "
                    f"PyTorch's counterpart)")
-    out.append("optimizer: AdamW's moments are not exported; PyTorch's AdamW starts from zero moments "
-               "(a few warmup steps avoid a jump)")
+    out.append(f"position table: x-transformers stores it dim**0.5 = {cfg.dim ** 0.5:.3g} times larger and scales it "
+               f"down in the forward pass, so the same Adam step moves it {cfg.dim ** 0.5:.3g} times less than in tinyar "
+               f"(its moments are converted exactly)")
     return out
 
 
-def run_weights(run: str | Path) -> tuple[Config, dict[str, np.ndarray], int]:
+def run_weights(run: str | Path, moments: bool = False) -> tuple[Config, dict[str, np.ndarray], int]:
     """The model weights (tinyar names), config and step of a run folder's newest checkpoint, or
-    of a checkpoint file. Reads numpy only: no device, no compile."""
+    of a checkpoint file. Reads numpy only: no device, no compile. With `moments`, the weights
+    dict holds AdamW's moments instead, as "m.<name>" and "v.<name>"."""
     from tinyar import checkpoint as ckpt
     run = Path(run)
     if run.is_dir():
@@ -110,25 +112,51 @@ def run_weights(run: str | Path) -> tuple[Config, dict[str, np.ndarray], int]:
     except ckpt.CheckpointError as e:
         raise ExportError(str(e)) from None
     weights = {k.removeprefix("model."): a for k, a in arrays.items() if k.startswith("model.")}
+    if moments:   # tinyar.train: AdamW 0 holds the matrices, AdamW 1 the vectors, each in model order
+        groups = ([k for k, a in weights.items() if a.ndim >= 2], [k for k, a in weights.items() if a.ndim < 2])
+        try:
+            weights = {f"{mv}.{name}": arrays[f"optim.optimizers.{g}.{mv}.{i}"]
+                       for g, names in enumerate(groups) for i, name in enumerate(names) for mv in "mv"}
+        except KeyError as e:
+            raise ExportError(f"{path} has no AdamW moment {e.args[0]}; was it written by another tinyar?") from None
     return cfg, weights, int(meta["step"])
 
 
-def write_export(out: Path, state: dict[str, np.ndarray], args: dict, force: bool = False) -> list[Path]:
-    """OUT/model.safetensors and OUT/model.json, each written to a temp file and renamed. An
-    existing OUT is refused unless `force` (which replaces only these two files). -> the paths"""
+def adam_moments(run: str | Path) -> dict[str, np.ndarray]:
+    """The run's AdamW moments in x-transformers' names, as torch.optim.AdamW keeps them:
+    "exp_avg.<name>", "exp_avg_sq.<name>" (tinygrad's m and v: the same update rule). A gamma's
+    gradient is the weight's; the position table's is tinyar's / dim**0.5 (it is stored
+    dim**0.5 times larger), so its m scales by dim**-0.5 and its v by 1/dim."""
+    from tinyar.interop import dim_scale, parameter_names
+    cfg, mv, _ = run_weights(run, moments=True)
+    out = {}
+    for xt, ours in parameter_names(cfg.depth, cfg.use_next_embed).items():
+        k = dim_scale(cfg.dim) if xt == "pos_emb.emb.weight" else 1.0
+        out[f"exp_avg.{xt}"] = mv[f"m.{ours}"] * np.float32(k)
+        out[f"exp_avg_sq.{xt}"] = mv[f"v.{ours}"] * np.float32(k * k)
+    return out
+
+
+def write_export(out: Path, state: dict[str, np.ndarray], args: dict, force: bool = False,
+                 moments: dict[str, np.ndarray] | None = None) -> list[Path]:
+    """OUT/model.safetensors and OUT/model.json (and OUT/optimizer.safetensors: `moments`), each
+    written to a temp file and renamed. An existing OUT is refused unless `force` (which replaces
+    only these files). -> the paths"""
     from tinyar.checkpoint import write_atomic
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out} is a file; OUT is a folder for {WEIGHTS} and {ARGS}: pick another name")
     if out.exists() and not force:
-        raise ExportError(f"{out} already exists; pass --force to overwrite its {WEIGHTS} and {ARGS}, "
-                          f"or pick another OUT")
+        raise ExportError(f"{out} already exists; pass --force to overwrite its {WEIGHTS}, {ARGS} and "
+                          f"{MOMENTS}, or pick another OUT")
     text = json.dumps(args, indent=2) + "\n"
     weights, meta = out / WEIGHTS, out / ARGS
     try:
         out.mkdir(parents=True, exist_ok=True)
         write_atomic(weights, {k: np.asarray(v, np.float32) for k, v in state.items()},
                      {"format": "pt", "x_transformers": json.dumps(args)})
+        if moments is not None:
+            write_atomic(out / MOMENTS, moments, {"format": "pt", "step": str(args["step"])})
         tmp = meta.with_name(f".{ARGS}.tmp{os.getpid()}")
         try:
             tmp.write_text(text)
@@ -137,4 +165,4 @@ def write_export(out: Path, state: dict[str, np.ndarray], args: dict, force: boo
             tmp.unlink(missing_ok=True)
     except OSError as e:
         raise ExportError(f"cannot write into {out}: {e.strerror or e}; pick another OUT") from None
-    return [weights, meta]
+    return [weights, meta] + ([out / MOMENTS] if moments is not None else [])
