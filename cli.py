@@ -442,8 +442,10 @@ def devices():
 @click.option("--components", is_flag=True, help="time CE only, each loss component alone, and all")
 @click.option("--beam", type=click.IntRange(0, 16), default=0, show_default=True,
               help="BEAM search width for kernels: faster steps, minutes of search once per shape")
+@click.option("--first-step", "first", is_flag=True,
+              help="also time the first step in two fresh processes: cold (empty caches), then warm")
 @click.option("--json", "as_json", is_flag=True, help="print the numbers as JSON")
-def bench(device, timed_steps, vs_torch, torch_threads, components, beam, as_json, **fields):
+def bench(device, timed_steps, vs_torch, torch_threads, components, beam, first, as_json, **fields):
     """Time training steps: first (compile) step, steady step, tokens/s, FLOP/s, memory."""
     from tinyar import bench as B, kernel_cache
     from tinyar.devices import DeviceError, check_dtype, use_device
@@ -459,7 +461,8 @@ def bench(device, timed_steps, vs_torch, torch_threads, components, beam, as_jso
     B.set_beam(beam)
     with console.status("bench") as status:
         res = B.run(cfg, timed_steps, vs_torch, components, torch_threads, on_status=status.update,
-                    devices=dev if isinstance(dev, tuple) else None)
+                    devices=dev if isinstance(dev, tuple) else None, first=first,
+                    device=None if isinstance(dev, tuple) else dev)
     kernel_cache.save()
     if as_json:
         click.echo(json.dumps(res, indent=2))
@@ -482,6 +485,11 @@ def bench(device, timed_steps, vs_torch, torch_threads, components, beam, as_jso
                f"{timed_steps}, interleaved · first step: trace + plan + generate + compile + run (seconds "
                f"once caches are warm) · RSS MB: peak growth while building + 2 steps (tinygrad buffers)"
                + ("" if res["torch"] is None else f" · x-transformers: {res['torch']}"))
+    if res["first_step"]:
+        f = res["first_step"]
+        wide.print(f"first step of a fresh process: cold (empty caches) {f['cold_s']:.1f} s · warm {f['warm_s']:.1f} s")
+    if res["rss_vs_torch"]:
+        wide.print(f"peak RSS growth vs x-transformers: {res['rss_vs_torch']:.2f}×")
 
 
 # ── assignments: hand out stubs, grade submissions (tinyar/assign*.py) ────────────────────

@@ -76,6 +76,9 @@ def test_cli_bench_prints_the_table(tmp_path, monkeypatch, vs_torch):
     if vs_torch:
         ref = rows["x-transformers"]
         assert ref["vs_torch"] == 1.0 and tiny["vs_torch"] == pytest.approx(ref["step_s"] / tiny["step_s"])
+        assert out["vs_torch"] == tiny["vs_torch"]   # the headline numbers a script reads
+        assert out["rss_vs_torch"] == pytest.approx(tiny["peak_rss"] / ref["peak_rss"])
+    assert out["first_step"] is None   # only with --first-step
     res = CliRunner().invoke(cli, ["bench", *TINY_FLAGS, "--timed-steps", "1"])
     assert res.exit_code == 0 and "tokens/s" in res.output and "numpy" in res.output
 
@@ -83,8 +86,8 @@ def test_cli_bench_prints_the_table(tmp_path, monkeypatch, vs_torch):
 def test_graph_hash_of_the_custom_backward_is_the_same_in_every_process():
     # kernel_cache finds a saved schedule by the graph's content hash; tinygrad hashed a custom
     # backward by its id(), new in every process, so training graphs never matched on a second run
-    code = ("from tinygrad import Tensor; from tinyar.model import matmul_wt; "
-            "y = matmul_wt(Tensor.empty(2, 3), Tensor.empty(4, 3)); from tinyar.model import embedding; "
+    code = ("from tinygrad import Tensor; from tinyar import kernel_cache; kernel_cache.stable_call_names(); "
+            "from tinyar.kernels import matmul_wt, embedding; y = matmul_wt(Tensor.empty(2, 3), Tensor.empty(4, 3)); "
             "y = y.sum() + embedding(Tensor.empty(5, 3), Tensor([[1, 2]])).sum(); print(y.uop.key.hex())")
     keys = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
             for _ in range(2)}
@@ -107,3 +110,11 @@ def test_a_second_run_from_the_kernel_cache_trains_identically(tmp_path):
         if run == "a":
             assert pickle.loads((tmp_path / "k.pkl").read_bytes())["schedules"]
     assert len(losses[0]) == 3 and losses[0] == losses[1]
+
+
+def test_first_step_runs_cold_then_warm_in_fresh_processes(monkeypatch):
+    # two child processes on one new, empty pair of caches (tinygrad's binaries, tinyar's kernels);
+    # the user's own caches are not touched (the children get CACHEDB/TINYAR_KERNEL_CACHE in a temp dir)
+    monkeypatch.setenv("TINYAR_KERNEL_CACHE", "/nonexistent/never-written.pkl")
+    out = bench.first_step(TINY.replace(zloss_weight=1e-4, mask_prob=0.25))
+    assert set(out) == {"cold_s", "warm_s"} and out["cold_s"] > 0 and out["warm_s"] > 0

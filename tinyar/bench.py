@@ -201,10 +201,51 @@ def set_beam(n: int) -> None:
     BEAM.value = n
 
 
+def _first_step_child(cfg_json: str) -> None:
+    """In a fresh process: build tinyar's run and time its first step, with the kernel cache on
+    (saved after), then print {"first_s": seconds} as JSON. Used by first_step()."""
+    import json
+
+    from tinyar import kernel_cache
+    kernel_cache.enable()
+    cfg = Config.from_dict(json.loads(cfg_json))
+    t = time.perf_counter()
+    run = TinyarRun(cfg, stdlib_corpus(cfg))
+    build = time.perf_counter() - t
+    first = run.step()
+    kernel_cache.save()
+    print(json.dumps({"build_s": build, "first_s": first}))
+
+
+def first_step(cfg: Config, device: str | None = None) -> dict:
+    """The first training step of a fresh process, cold (empty caches: tinygrad's compiled
+    kernels and tinyar's kernel cache in a new temporary folder) and then warm (a second process
+    on those same caches). -> {"cold_s", "warm_s"}"""
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="tinyar-first-step-") as tmp:
+        env = {**os.environ, "CACHEDB": str(Path(tmp) / "tinygrad.db"), "TINYAR_KERNEL_CACHE": str(Path(tmp) / "k.pkl")}
+        if device:
+            env["DEV"] = device
+        code = f"from tinyar.bench import _first_step_child; _first_step_child({json.dumps(json.dumps(cfg.to_dict()))})"
+        for name in ("cold_s", "warm_s"):
+            res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+            if res.returncode:
+                raise RuntimeError(f"first-step process failed: {res.stderr.strip().splitlines()[-1:]}")
+            out[name] = json.loads(res.stdout.strip().splitlines()[-1])["first_s"]
+    return out
+
+
 def run(cfg: Config, timed_steps: int = 10, vs_torch: bool = False, components: bool = False,
-        torch_threads: int | None = None, on_status=lambda msg: None, devices: tuple[str, ...] | None = None) -> dict:
-    """The whole benchmark; devices: several for data-parallel tinyar.
-    -> {"rows": [...], "numpy_flops": float, "torch": None or why not}"""
+        torch_threads: int | None = None, on_status=lambda msg: None, devices: tuple[str, ...] | None = None,
+        first: bool = False, device: str | None = None) -> dict:
+    """The whole benchmark; devices: several for data-parallel tinyar; first: also time the first
+    step cold and warm in fresh processes on `device`.
+    -> {"rows": [...], "numpy_flops": float, "torch": None or why not, "vs_torch", "rss_vs_torch", "first_step"}"""
     corpus = stdlib_corpus(cfg)
     runs = {"tinyar": lambda: TinyarRun(cfg, corpus, devices)}
     if components:
@@ -219,5 +260,12 @@ def run(cfg: Config, timed_steps: int = 10, vs_torch: bool = False, components: 
     ref = next((r for r in rows if r["name"] == "x-transformers"), None)
     for r in rows:
         r["vs_torch"] = ref["step_s"] / r["step_s"] if ref else None
+    tiny = next(r for r in rows if r["name"].startswith("tinyar"))
+    rss_ratio = (tiny["peak_rss"] / ref["peak_rss"] if ref and tiny["peak_rss"] and ref["peak_rss"] else None)
+    first_step_s = None
+    if first:
+        on_status("first step in fresh processes: cold caches, then warm")
+        first_step_s = first_step(cfg, device)
     on_status("numpy matmul reference")
-    return {"rows": rows, "numpy_flops": numpy_matmul_flops(), "torch": why_not}
+    return {"rows": rows, "numpy_flops": numpy_matmul_flops(), "torch": why_not,
+            "vs_torch": tiny["vs_torch"], "rss_vs_torch": rss_ratio, "first_step": first_step_s}

@@ -23,6 +23,23 @@ from tinyar.data import PAD
 from tinyar.model import Decoder
 
 
+class LayerCache:
+    """One layer's keys and values in fixed (1,H,T,Dh) buffers, as model.Attention reads them.
+    visible (S,T) bool: which slots each of the S queries may see; here (1,1,T,1) bool or None:
+    the slot this step's key and value go into (None: they replace the whole cache)."""
+
+    def __init__(self, keys: Tensor, values: Tensor, visible: Tensor, here: Tensor | None):
+        self.keys, self.values, self.visible, self.here = keys, values, visible, here
+
+    def merge(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """This step's k, v (1,H,S,Dh) written into the cache -> every slot's k, v (1,H,T,Dh)"""
+        if self.here is not None:   # the new key/value go into one slot, the others stay
+            k, v = self.here.where(k, self.keys), self.here.where(v, self.values)
+        self.keys.assign(k)
+        self.values.assign(v)
+        return k, v
+
+
 class Window:
     """The last <= T tokens, at positions 0..n-1. start() and append() return the logits (V,)
     for the token that comes next; cache=False re-runs the whole window every time."""
@@ -59,25 +76,14 @@ class Window:
 
     def _forward(self, x: Tensor, q_pos: Tensor, write_at: Tensor | None) -> Tensor:
         """x (1,S,D) embedded tokens at positions q_pos (S,) -> logits (S,V). Their keys and values
-        go into slot write_at (S=1), or fill the whole cache (S=T, write_at None)."""
+        go into slot write_at (S=1), or fill the whole cache (S=T, write_at None). The blocks are
+        the model's own (Attention takes the cache), so sampling runs the trained code."""
         m, S, T = self.model, x.shape[1], self.T
         visible = self.slots.reshape(1, T) <= q_pos.reshape(S, 1)      # (S,T) causal, by position
-        for block, k_cache, v_cache in zip(m.blocks, self.keys, self.values):
-            a, h = block.attn, block.attn_norm(x)
-            q, k, v = (proj(h).reshape(1, S, a.heads, a.dim_head).transpose(1, 2)
-                       for proj in (a.to_q, a.to_k, a.to_v))            # (1,H,S,Dh)
-            if write_at is not None:  # the new key/value go into one slot, the others stay
-                here = (self.slots == write_at).reshape(1, 1, T, 1)
-                k, v = here.where(k, k_cache), here.where(v, v_cache)  # (1,H,T,Dh)
-            k_cache.assign(k)
-            v_cache.assign(v)
-            scores = (q @ k.transpose(-1, -2)).float() * (a.dim_head ** -0.5)   # (1,H,S,T), softmax in float32
-            probs = visible.where(scores, -float("inf")).softmax(-1)
-            probs = probs.cast(v.dtype).contiguous()                    # stored: else @ v redoes the exp
-            out = (probs @ v).transpose(1, 2).reshape(1, S, a.heads * a.dim_head)
-            x = x + a.to_out(out)
-            x = x + block.ff(block.ff_norm(x))
-        logits = m.logits(m.norm(x))[0]                                # (S,V)
+        here = None if write_at is None else (self.slots == write_at).reshape(1, 1, T, 1)
+        caches = [LayerCache(k, v, visible, here) for k, v in zip(self.keys, self.values)]
+        hidden, _ = m.run_blocks(x, caches=caches)
+        logits = m.logits(hidden)[0]                                   # (S,V)
         Tensor.realize(logits, *self.keys, *self.values)
         return logits
 
