@@ -744,7 +744,7 @@ def export(run, out, target, force, verify):
         diff = compare_logits(run, args, state)
         ok = diff < 1e-4
         console.print(f"verify: x-transformers' logits vs tinyar's on one batch: max relative difference {diff:.1e} "
-                      f"({'ok' if ok else 'MISMATCH'})", highlight=False)
+                      f"({'ok' if ok else 'MISMATCH'})", highlight=False, soft_wrap=True)
         if not ok:
             sys.exit(1)
     console.print(f"continue in PyTorch: torchrun --nproc-per-node 2 tinyar/ddp_continue.py {out} CORPUS "

@@ -21,7 +21,8 @@ from tinyar import checkpoint as ckpt
 from tinyar.export import ExportError, write_export
 from tinyar.interop import to_x_transformers
 from tinyar.model import Decoder
-from tinyar.xt_io import init_config, init_model, init_weights
+from tinyar.config import Config
+from tinyar.xt_io import init_fields, init_model, init_weights
 
 TINY_FLAGS = ["--dim", "16", "--depth", "2", "--heads", "2", "--seq-len", "8", "--batch-size", "2"]
 
@@ -87,11 +88,11 @@ def test_files_that_are_not_checkpoints_are_refused(tmp_path):
 
 def test_the_config_takes_the_shape_from_the_weights_and_the_rest_from_the_command_line(exported):
     model, _ = init_model(exported[0], heads=None)
-    cfg = init_config(model.cfg, {"lr": 1e-3, "zloss_weight": 1e-4, "heads": 2})
+    cfg = Config(**init_fields(model.cfg, {"lr": 1e-3, "zloss_weight": 1e-4, "heads": 2}))
     assert (cfg.dim, cfg.depth, cfg.heads, cfg.head_dim, cfg.seq_len, cfg.next_embed_head) == (16, 2, 2, 8, 8, True)
     assert (cfg.lr, cfg.zloss_weight, cfg.steps) == (1e-3, 1e-4, 300)
     with pytest.raises(ExportError, match="--dim 32 differs from the --init-from model's 16"):
-        init_config(model.cfg, {"dim": 32})
+        init_fields(model.cfg, {"dim": 32})
 
 
 def test_init_weights_fills_a_fresh_trainer(exported, tmp_path):
@@ -101,7 +102,7 @@ def test_init_weights_fills_a_fresh_trainer(exported, tmp_path):
     plain = plain_safetensors(tmp_path / "no_head.safetensors",
                               {k: v for k, v in state.items() if not k.startswith("to_next_embed_pred")})
     model, _ = init_model(plain, heads=2)
-    trainer = Trainer(init_config(model.cfg, {"next_embed_weight": 0.1}))
+    trainer = Trainer(Config(**init_fields(model.cfg, {"next_embed_weight": 0.1})))
     fresh = {k: v.numpy() for k, v in get_state_dict(trainer.model).items()}
     assert init_weights(trainer, model) == ["next_embed.fc1.weight", "next_embed.fc2.weight"]
     got = {k: v.numpy() for k, v in get_state_dict(trainer.model).items()}

@@ -127,17 +127,17 @@ def init_model(path: str | Path, heads: int | None) -> tuple[object, dict | None
     return model, args
 
 
-def init_config(model_cfg, given: dict):
-    """A fresh run's Config for weights from x-transformers: the model's shape (which the weights
-    fix), everything else as given. Raises ExportError for a shape option that disagrees."""
-    from tinyar.config import Config, flag
+def init_fields(model_cfg, given: dict) -> dict:
+    """The Config fields of a fresh run from x-transformers weights: the model's shape (which the
+    weights fix) and its next-embed head, everything else as given. Raises ExportError for a shape
+    option that disagrees."""
+    from tinyar.config import flag
     shape = {k: getattr(model_cfg, k) for k in ("dim", "depth", "heads", "dim_head", "seq_len", "vocab")}
     for k, v in given.items():
         if k in shape and v != shape[k]:
             raise ExportError(f"{flag(k)} {v} differs from the --init-from model's {shape[k]}: the weights fix the "
                               f"model shape; drop {flag(k)}")
-    head = model_cfg.next_embed_head or given.get("next_embed_head", False)
-    return Config().replace(**(given | shape | {"next_embed_head": head}))
+    return given | shape | {"next_embed_head": model_cfg.next_embed_head or given.get("next_embed_head", False)}
 
 
 def init_weights(trainer, model) -> list[str]:
