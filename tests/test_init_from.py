@@ -130,3 +130,61 @@ def test_a_pt_file_without_torch_names_the_extra(tmp_path, monkeypatch):
     (tmp_path / "net.pt").write_bytes(b"x")
     with pytest.raises(ExportError, match=r"pip install -e '\.\[parity\]'"):
         init_model(tmp_path / "net.pt", heads=2)
+
+
+# ---------------------------------------------------------------- python cli.py train --init-from
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def error_line(res) -> str:
+    assert res.exit_code == 2 and isinstance(res.exception, SystemExit), res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in res.output, res.output
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def tiny_export(tmp_path_factory) -> Path:
+    """An export of a TINY model (no next-embed head: the train step's graph is the one the other
+    CLI tests compile), seed 3."""
+    out = tmp_path_factory.mktemp("xt") / "tiny"
+    write_export(out, *to_x_transformers(Decoder(TINY.replace(seed=3))))
+    return out
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    path = tmp_path / "corpus.txt"
+    path.write_bytes(b"the quick brown fox jumps over the lazy dog. " * 40)
+    return path
+
+
+def test_init_from_bad_input(tiny_export, corpus, tmp_path):
+    run = ["train", corpus, "--out", tmp_path / "run", "--steps", "1"]
+    assert "pass only one of them" in error_line(invoke(*run, "--init-from", tiny_export, "--resume", tmp_path / "run"))
+    assert "does not exist" in error_line(invoke(*run, "--init-from", tmp_path / "nope"))
+    assert "--dim 32 differs from the --init-from model's 16" in error_line(
+        invoke(*run, "--init-from", tiny_export, "--dim", "32"))
+    plain = plain_safetensors(tmp_path / "net.safetensors", to_x_transformers(Decoder(TINY))[0])
+    assert "pass --heads N" in error_line(invoke(*run, "--init-from", plain))
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_train_starts_from_the_x_transformers_weights(tiny_export, corpus, tmp_path):
+    """One step at a learning rate of 1e-12 leaves the weights where --init-from put them: the
+    checkpoint holds the export's weights (not a fresh seed-0 model's), and the run resumes as usual."""
+    out = tmp_path / "run"
+    res = invoke("train", corpus, "--init-from", tiny_export, *TINY_FLAGS, "--steps", "1", "--lr", "1e-12",
+                 "--out", out, "--sample-tokens", "0", "--eval-sample-tokens", "0")
+    assert res.exit_code == 0, res.output
+    assert f"initialised from {tiny_export}" in res.output
+    arrays, meta = ckpt.read_safetensors(ckpt.latest(out))
+    assert meta["step"] == 1 and meta["config"]["lr"] == 1e-12
+    want = get_state_dict(init_model(tiny_export, heads=None)[0])
+    fresh = get_state_dict(Decoder(TINY))
+    for k, w in want.items():
+        np.testing.assert_allclose(arrays[f"model.{k}"], w.numpy(), rtol=0, atol=1e-6, err_msg=k)
+    assert np.abs(arrays["model.tok_emb"] - fresh["tok_emb"].numpy()).max() > 1e-3
