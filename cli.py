@@ -1,6 +1,7 @@
 """tinyar's command line: `python cli.py train [CORPUS] --mlm 0.15 --zloss 1e-4`.
 
-Thin on purpose: the library returns numbers, this file turns them into Rich tables.
+Thin on purpose: Click options, Rich output and one-line errors. The library does the work
+and returns numbers (a training run: tinyar/run.py); this file turns them into tables.
 """
 from __future__ import annotations
 
@@ -10,52 +11,33 @@ import shlex
 import signal
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import click
-from rich.console import Console, Group
-from rich.live import Live
+from rich.console import Console
 from rich.panel import Panel
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
 
-from tinyar.config import DTYPES, Config, ConfigError, flag
-from tinyar.data import Corpus, CorpusError, copy_stream, default_corpus
+from tinyar.checkpoint import CheckpointError
+from tinyar.config import CHOICES, DTYPES, OPTIONS, TRAIN_ONLY, Config, ConfigError
+from tinyar.data import CorpusError
+from tinyar.run import Run, RunError, StopOnSignal
+from tinyar.screen import FIRST_STEP_S, TrainScreen
 
 console = Console()
 
-# CLI flag -> Config field, one to one
-CONFIG_OPTIONS = [
-    ("--mlm", "mask_prob", float, "fraction of input positions masked during training, in [0, 1)"),
-    ("--mlm-mode", "mask_mode", click.Choice(["replace", "fcm"]), "replace: MASK token; fcm: hide as attention keys"),
-    ("--zloss", "zloss_weight", float, "weight of the attention z-loss"),
-    ("--next-embed", "next_embed_weight", float, "weight of the next-embed loss (adds the head)"),
-    ("--next-embed-loss", "next_embed_kind", click.Choice(["mse", "l1"]), "next-embed distance"),
-    ("--steps", "steps", int, "optimizer steps"),
-    ("--batch-size", "batch_size", int, "windows per step"),
-    ("--seq-len", "seq_len", int, "tokens per window"),
-    ("--dim", "dim", int, "model width"),
-    ("--depth", "depth", int, "transformer blocks"),
-    ("--heads", "heads", int, "attention heads (must divide --dim)"),
-    ("--lr", "lr", float, "peak learning rate"),
-    ("--warmup", "warmup", int, "linear warmup steps"),
-    ("--grad-clip", "grad_clip", float, "global gradient-norm clip (0 = off)"),
-    ("--weight-decay", "weight_decay", float, "AdamW decay on matrices"),
-    ("--eval-every", "eval_every", int, "validation every N steps"),
-    ("--log-every", "log_every", int, "one table row every N steps"),
-    ("--save-every", "save_every", int, "checkpoint every N steps"),
-    ("--seed", "seed", int, "same seed + same device -> same losses"),
-    ("--dtype", "dtype", click.Choice(DTYPES),
-     "matmul precision; weights, norms, softmax and losses stay float32"),
-]
 
-
-def config_options(f):
+def config_options(f=None, *, leave_out: tuple[str, ...] = ()):
+    """One option per entry of config.OPTIONS (the one flag <-> field table), default from Config;
+    `leave_out`: fields this command does not use."""
+    if f is None:
+        return lambda f: config_options(f, leave_out=leave_out)
     defaults = Config()
-    for flag, field, typ, help_ in reversed(CONFIG_OPTIONS):
-        f = click.option(flag, field, type=typ, default=None,
+    for field, (name, help_) in reversed([item for item in OPTIONS.items() if item[0] not in leave_out]):
+        typ = click.Choice(CHOICES[field]) if field in CHOICES else type(getattr(defaults, field))
+        f = click.option(name, field, type=typ, default=None,
                          help=f"{help_} [default: {getattr(defaults, field)}]")(f)
     return f
 
@@ -87,107 +69,15 @@ class OneLineErrors(click.Group):
         fail(" ".join(e.format_message().split()) + where)
 
 
-def fmt(x: float | None) -> str:
-    if x is None:
-        return "off"
-    return f"{x:.4g}" if abs(x) < 1e4 else f"{x:.3e}"
-
-
-def train_columns(cfg: Config, row: dict) -> list[str]:
-    z_on, ne_on = cfg.zloss_weight > 0, cfg.next_embed_weight > 0
-    return [str(row["step"]), fmt(row["total"]), fmt(row["ce"]),
-            fmt(row["zloss"]), fmt(cfg.zloss_weight * row["zloss"] if z_on else None),
-            fmt(row["next_embed"] if cfg.use_next_embed else None),
-            fmt(cfg.next_embed_weight * row["next_embed"] if ne_on else None),
-            fmt(row["grad_norm"]), f"{row['lr']:.2e}", f"{row['tok_s']:,.0f}"]
-
-
-TRAIN_HEADERS = ["step", "total", "ce", "z-loss", "z·w", "next-emb", "ne·w", "|grad|", "lr", "tok/s"]
-VAL_HEADERS = ["step", "val ce", "perplexity", "bits/byte"]
-
-
-def val_columns(row: dict) -> list[str]:
-    return [str(row["step"]), fmt(row["val_ce"]), fmt(row["val_ppl"]), f"{row['val_bpb']:.3f}"]
-
-
 @click.group(cls=OneLineErrors)
 def cli():
     """tinyar: train a tiny decoder and watch every loss component."""
 
 
-class StopOnSignal:
-    """SIGINT (Ctrl-C) and SIGTERM ask training to stop after the current step; a second signal
-    gives up at once (KeyboardInterrupt). Call it to ask whether a stop was requested."""
-
-    def __init__(self):
-        self.signum = None
-        self.unfinished = False  # the signal cut a step short (its update must not be saved)
-
-    def __enter__(self):
-        self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def __exit__(self, *exc):
-        for s, handler in self.previous.items():
-            signal.signal(s, handler)
-
-    def _handle(self, signum, frame):
-        if self.signum is not None:
-            raise KeyboardInterrupt
-        self.signum = signum
-        # os.write, not print: a handler may interrupt a print that holds the stream's lock
-        os.write(2, f"\n{signal.Signals(signum).name}: finishing this step, then saving a checkpoint "
-                    f"(press Ctrl-C again to quit without saving)\n".encode())
-
-    def __call__(self) -> bool:
-        return self.signum is not None
-
-
-MODEL_SHAPE = ("dim", "depth", "heads", "dim_head", "seq_len", "vocab")  # fixed by the saved weights
-
-
-def resume_config(saved: Config, given: dict) -> tuple[Config, list[str]]:
-    """The run's saved config with the options given now; shape options can't change."""
-    for field in MODEL_SHAPE:
-        if field in given and given[field] != getattr(saved, field):
-            fail(f"{flag(field)} {given[field]} differs from the resumed run's {getattr(saved, field)}: a run keeps "
-                 f"its model shape; drop {flag(field)}, or start a new run in another --out")
-    cfg = saved.replace(**given)
-    if cfg.use_next_embed != saved.use_next_embed:
-        fail("--next-embed can't be switched on or off when resuming (it adds or removes the next-embed head); "
-             "start a new run instead")
-    changed = [f"{flag(k)} {getattr(saved, k)} -> {v}" for k, v in given.items() if getattr(saved, k) != v]
-    return cfg, changed
-
-
-def run_name(args: tuple[str, ...]) -> str:
-    if not args:
-        return "default"
-    if args[0] == "-":
-        return "stdin"
-    return "".join(c for c in Path(args[0]).stem if c.isalnum() or c in "._-") or "corpus"
-
-
-def prepare_run_dir(out: Path, resuming: bool, force: bool) -> None:
-    """Refuse an --out that can't hold a run; never start over on top of a run unless --force."""
-    from tinyar import checkpoint as ckpt
-    if out.exists() and not out.is_dir():
-        fail(f"--out {out} is a file, not a folder; pass a folder name (it is created if missing)")
-    if not resuming and out.is_dir() and ckpt.holds_run(out) and not force:
-        fail(f"{out} already holds a run; continue it with --resume {out}, or pass --force to start over "
-             f"(deletes its checkpoints and metrics)")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        fail(f"cannot write to run folder {out}: {e.strerror}; pick another --out")
-
-
 def divergence_message(e, cfg: Config, out: Path, corpus: tuple[str, ...], good: Path | None) -> str:
     """Which number blew up at which step, what was kept, and what to change."""
-    values = " (" + ", ".join(f"{k} {e.row[k]:.4g}" for k in ("ce", "zloss", "next_embed", "total", "grad_norm")) \
+    from tinyar.train import CHECKED
+    values = " (" + ", ".join(f"{k} {e.row[k]:.4g}" for k in CHECKED) \
         + ")" if e.row else ""
     lower = ["--lr", f"{cfg.lr / 3:.2g}"]
     advice = f"lower --lr (now {cfg.lr:g}, e.g. {' '.join(lower)})" + (
@@ -236,93 +126,82 @@ def train(corpus, device, out, resume, keep, force, sample_tokens, eval_sample_t
     Ctrl-C or SIGTERM stops after the current step, saves a checkpoint and prints the command
     that resumes it. A resumed run remembers its corpus and settings; --steps (and --lr, the
     logging intervals ...) may change, the model shape may not."""
-    from tinyar import checkpoint as ckpt
-    from tinyar.devices import DeviceError, check_dtype, use_device
+    from tinyar.devices import DeviceError
 
-    given = {k: v for k, v in fields.items() if v is not None}
-    given_corpus = bool(corpus)
-    # 1. settings: fresh, or the resumed run's checkpoint plus what is given now
-    meta, arrays, changed, path = None, None, [], None
-    if resume is not None:
-        if not resume.is_dir():
-            fail(f"--resume {resume} is not a run folder; pass the --out folder of an earlier run")
-        if out is not None and out.resolve() != resume.resolve():
-            fail(f"--out {out} and --resume {resume} name different folders; a resumed run stays in its folder")
-        path, out = ckpt.latest(resume), resume
-        if path is None:
-            fail(f"no checkpoint in {resume}; start a new run without --resume")
-        try:
-            saved, arrays, meta = ckpt.load(path)
-        except ckpt.CheckpointError as e:
-            older = ckpt.checkpoints(resume)[:-1]
-            fail(f"{e}" + (f" (the next newest is {older[-1].name})" if older else ""))
-        cfg, changed = resume_config(saved, given)
-        if cfg.steps <= meta["step"]:
-            fail(f"the run in {resume} is already at step {meta['step']} of {saved.steps}; pass --steps with a "
-                 f"larger number to train further")
-        corpus = corpus or tuple(meta.get("corpus", []))
-    else:
-        cfg = Config().replace(**given)
+    # 1. settings: fresh, or the resumed run's checkpoint plus what is given now (tinyar/run.py)
     try:
-        cfg.validate()
-    except ConfigError as e:
+        run = Run.start_or_resume({k: v for k, v in fields.items() if v is not None}, corpus, out, resume, keep)
+    except (RunError, ConfigError) as e:
         fail(str(e))
-    if keep < 1:
-        fail(f"--keep must be at least 1 (got {keep}): the newest checkpoint is what --resume continues from")
     if sample_tokens < 0:
         fail(f"--sample-tokens must be >= 0 (got {sample_tokens}); 0 skips the sample")
+    cfg, out = run.cfg, run.folder
 
     # 2. the run folder, then the corpus (stdin is copied into the run folder so a resume finds it)
-    out = out or Path("runs") / run_name(corpus)
-    prepare_run_dir(out, resuming=resume is not None, force=force)
     try:
-        files = [str(copy_stream(sys.stdin.buffer, out / ckpt.STDIN_COPY)) if a == "-" else a for a in corpus]
-        data = Corpus(files, cfg.seq_len) if files else Corpus(default_corpus(), cfg.seq_len, name="python stdlib sources")
-        dev = use_device(device)
-        check_dtype(cfg.dtype, dev)
+        run.open(force, sys.stdin.buffer, device)
+    except RunError as e:
+        fail(str(e))
     except (CorpusError, DeviceError) as e:
-        remembered = resume is not None and not given_corpus and isinstance(e, CorpusError)
+        remembered = resume is not None and not corpus and isinstance(e, CorpusError)
         fail(f"{e}" + (f" (the run's remembered corpus); pass it again: "
                        f"{command_line('train', 'CORPUS', '--resume', str(out))}" if remembered else ""))
     except OSError as e:
         fail(f"cannot copy stdin into {out}: {e.strerror}")
+    data, meta = run.data, run.meta
     if meta is not None and meta.get("corpus_bytes", len(data)) != len(data):
         console.print(f"[yellow]note:[/] the corpus now has {len(data):,} bytes, the run was trained on "
                       f"{meta['corpus_bytes']:,}; continuing on the new one")
 
-    # 3. the trainer, restored exactly when resuming
+    # 3. everything that compiles kernels: clang's and PoCL's messages go to RUN/compiler.log
+    from tinyar.compiler_log import CompilerLog
+    with CompilerLog(out / COMPILER_LOG, append=meta is not None):
+        train_and_show(run, device, keep, force, sample_tokens, eval_sample_tokens, beam)
+
+
+COMPILER_LOG = "compiler.log"
+
+
+def header_lines(cfg: Config, params: int, data_name: str, data_bytes: int, device: str, out: Path) -> list[str]:
+    """The lines above the rows, each short enough for an 80-column terminal."""
+    first = FIRST_STEP_S
+    return [f"[bold]tinyar[/] {cfg.dim}d×{cfg.depth}L×{cfg.heads}h · {params:,} params · device {device}"
+            + (f" · matmuls in {cfg.dtype}" if cfg.dtype != "float32" else ""),
+            f"corpus {data_name} ({data_bytes:,} bytes) · run folder {out}",
+            "loss = ce" + (f" + {cfg.zloss_weight:g}·zloss" if cfg.zloss_weight else "")
+            + (f" + {cfg.next_embed_weight:g}·next_embed({cfg.next_embed_kind})" if cfg.next_embed_weight else "")
+            + (f" · masking {cfg.mask_prob:g} ({cfg.mask_mode})" if cfg.mask_prob else ""),
+            f"first step: tinygrad plans + compiles kernels (cached): ~{first['cold']:.0f} s new, "
+            f"~{first['warm']:.0f} s cached"]
+
+
+def done_lines(steps: int, elapsed: float, last: dict, last_val: dict | None, checkpoint: Path | None) -> list[str]:
+    return [f"[bold]done[/] {steps} steps in {elapsed:.0f} s · total {last['total']:.4f}"
+            + (f" · val ce {last_val['val_ce']:.4f} ({last_val['val_bpb']:.3f} bits/byte)" if last_val else ""),
+            f"checkpoint {checkpoint}"]
+
+
+def train_and_show(run: Run, device, keep, force, sample_tokens, eval_sample_tokens, beam) -> None:
+    """Build the trainer, train with the screen of tinyar/screen.py, sample. Fails with one line."""
     from tinyar import kernel_cache
     from tinyar.bench import set_beam
-    from tinyar.train import Diverged, Trainer, train as train_loop
+    from tinyar.train import Diverged
+    cfg, out, data, meta = run.cfg, run.folder, run.data, run.meta
     kernel_cache.enable()   # generated kernels from earlier runs: the first step takes seconds, not minutes
     if beam:
         set_beam(beam)
         console.print(f"[yellow]--beam {beam}:[/] the first steps search kernel schedules (minutes on a CPU; on "
                       f"PoCL's CL much longer); tinygrad caches the result, so later runs of this shape start fast")
     try:
-        trainer = Trainer(cfg, devices=dev if isinstance(dev, tuple) else None)
-    except ValueError as e:
+        trainer = run.build(force)
+    except RunError as e:
         fail(str(e))
-    if meta is not None:
-        try:
-            trainer.load_state(arrays, meta)
-        except (ValueError, TypeError, KeyError) as e:
-            fail(f"{path}: {e}")
-        ckpt.trim_metrics(out, trainer.step)
-    elif force:
-        ckpt.clear_run(out)
-    run_meta = {"corpus": [os.path.abspath(f) for f in files], "corpus_bytes": len(data)}
 
-    console.print(f"[bold]tinyar[/] {cfg.dim}d×{cfg.depth}L×{cfg.heads}h, {trainer.model.num_params():,} params · "
-                  f"corpus {data.name} ({len(data):,} bytes) · device {dev}"
-                  + (f" · matmuls in {cfg.dtype}" if cfg.dtype != "float32" else "") + f" · run folder {out}")
+    for line in header_lines(cfg, trainer.model.num_params(), data.name, len(data), run.device, out):
+        console.print(line)
     if meta is not None:
-        console.print(f"resuming from {path} (step {trainer.step} of {cfg.steps})"
-                      + (f" · changed: {', '.join(changed)}" if changed else ""))
-    console.print(f"loss = ce" + (f" + {cfg.zloss_weight:g}·zloss" if cfg.zloss_weight else "")
-                  + (f" + {cfg.next_embed_weight:g}·next_embed({cfg.next_embed_kind})" if cfg.next_embed_weight else "")
-                  + (f" · masking {cfg.mask_prob:g} ({cfg.mask_mode})" if cfg.mask_prob else "")
-                  + " · the first step compiles kernels (tens of seconds)")
+        console.print(f"resuming from {run.path} (step {trainer.step} of {cfg.steps})"
+                      + (f" · changed: {', '.join(run.changed)}" if run.changed else ""))
 
     sampler = None   # built (and compiled) only when a sample is asked for; it reads the live weights
 
@@ -332,76 +211,41 @@ def train(corpus, device, out, resume, keep, force, sample_tokens, eval_sample_t
             from tinyar.sample import Sampler
             sampler = Sampler(trainer.model)
         return sampler.generate("\n", n, temperature=0.8, top_k=40, seed=cfg.seed)
-    saved_step = trainer.step if meta is not None else None
-
-    def save(t: Trainer) -> None:
-        nonlocal saved_step
-        ckpt.save(out, t.step, t.state_arrays(), t.state_meta() | run_meta, keep=keep)
-        saved_step = t.step
 
     resume_cmd = command_line("train", "--resume", str(out), *(["--device", device] if device else []),
                               *(["--keep", str(keep)] if keep != 3 else []))
-    t0, last_train, last_val = time.perf_counter(), None, None
-    tables = (Table(*TRAIN_HEADERS, title="training"), Table(*VAL_HEADERS, title="validation"))
-    progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                        TextColumn("{task.fields[tok_s]}"), console=console)
-    task = progress.add_task("train", total=cfg.steps, completed=trainer.step, tok_s="compiling…")
-    live = Live(Group(*tables, progress), console=console, refresh_per_second=4) if console.is_terminal else None
+    t0, last = time.perf_counter(), {"train": None, "val": None}
+    screen = TrainScreen(console, cfg, trainer.step)
+
+    def show(row: dict) -> None:
+        last[row["kind"]] = row
+        screen.row(row)
+        if row["kind"] == "val" and eval_sample_tokens > 0:
+            screen.working("sample" if sampler else "sample: compiling")
+            text = sample_text(eval_sample_tokens)
+            screen.working(None)
+            screen.say(f"sample @ {row['step']}: {text!r}")
+
     stop = StopOnSignal()
     try:
-        with stop, (live or nullcontext()), open(out / ckpt.METRICS, "a") as metrics:
-            try:
-                cached = set()
-                for row in train_loop(trainer, data, on_checkpoint=save, should_stop=stop):
-                    metrics.write(json.dumps(row) + "\n")
-                    metrics.flush()
-                    if row["kind"] not in cached:   # the train (or eval) kernels now exist: keep them
-                        cached.add(row["kind"])
-                        kernel_cache.save()
-                    if row["kind"] == "train":
-                        last_train, cols = row, train_columns(cfg, row)
-                        progress.update(task, completed=row["step"], tok_s=f"{row['tok_s']:,.0f} tok/s")
-                        tables[0].add_row(*cols)
-                        if live is None:
-                            console.print("  ".join(f"{h} {c}" for h, c in zip(TRAIN_HEADERS, cols)), soft_wrap=True)
-                    else:
-                        last_val, cols = row, val_columns(row)
-                        tables[1].add_row(*cols)
-                        if live is None:
-                            console.print("val  " + "  ".join(f"{h} {c}" for h, c in zip(VAL_HEADERS, cols)),
-                                          soft_wrap=True)
-                        if eval_sample_tokens > 0:
-                            text = sample_text(eval_sample_tokens)
-                            console.print(f"sample @ {row['step']}: {text!r}", markup=False, highlight=False,
-                                          soft_wrap=True)
-            except Diverged:
-                raise
-            except Exception:
-                if not stop():
-                    raise
-                # e.g. Ctrl-C in a terminal also killed the compiler tinygrad was running: this step
-                # never finished, and its half-applied update must not be saved
-                stop.unfinished = True
-            if stop() and not stop.unfinished and trainer.step > 0 and trainer.step != saved_step:
-                save(trainer)
+        with stop, screen:
+            run.train(on_row=show, stop=stop)   # writes metrics.jsonl and the checkpoints
     except Diverged as e:
-        fail(divergence_message(e, cfg, out, corpus, ckpt.latest(out) if saved_step is not None else None), code=1)
-    except ckpt.CheckpointError as e:
+        fail(divergence_message(e, cfg, out, run.corpus, run.latest() if run.saved_step is not None else None), code=1)
+    except CheckpointError as e:
         fail(str(e), code=1)
     except KeyboardInterrupt:
-        good = ckpt.latest(out)
+        good = run.latest()
         fail(f"stopped at once by a second signal; step {trainer.step} was not saved"
              + (f"; resume from {good.name} with: {resume_cmd}" if good else ""), code=128 + (stop.signum or 2))
 
     if stop():
-        click.echo(stop_message(stop, trainer.step, cfg.steps, ckpt.latest(out), resume_cmd), err=True)
+        click.echo(stop_message(stop, trainer.step, cfg.steps, run.latest(), resume_cmd), err=True)
         sys.exit(128 + stop.signum)
 
-    elapsed = time.perf_counter() - t0
-    if last_train:
-        console.print(f"[bold]done[/] {trainer.step} steps in {elapsed:.0f} s · final total {last_train['total']:.4f}"
-                      + (f" · val ce {last_val['val_ce']:.4f} ({last_val['val_bpb']:.3f} bits/byte)" if last_val else "")
-                      + f" · checkpoint {ckpt.latest(out)}")
+    if last["train"]:
+        for line in done_lines(trainer.step, time.perf_counter() - t0, last["train"], last["val"], run.latest()):
+            console.print(line)
         from tinyar.plot import PlotError, read_metrics, render_summary
         try:   # the whole history in the folder, resumed parts included
             console.print(render_summary(read_metrics(out).rows))
@@ -410,20 +254,32 @@ def train(corpus, device, out, resume, keep, force, sample_tokens, eval_sample_t
             pass
     if sample_tokens > 0:
         try:
+            if sampler is None:
+                console.print("[dim]sampling (its kernels compile first)[/]")
             text = sample_text(sample_tokens)
         except KeyboardInterrupt:
-            fail(f"sampling interrupted; the run itself is complete: {ckpt.latest(out)}", code=130)
+            fail(f"sampling interrupted; the run itself is complete: {run.latest()}", code=130)
         console.print(Panel(Text(text), title="sample (temperature 0.8, top-k 40)", expand=False)) \
             if console.is_terminal else console.print("sample:\n" + text, markup=False, highlight=False)
 
 
 @cli.command()
-def devices():
+@click.option("--speed", is_flag=True, help="also time a 512² float32 matmul on each working backend "
+              "(seconds each: each compiles it) and say which is fastest here")
+def devices(speed):
     """Which tinygrad backends work here, why the others don't, and the default."""
-    from tinyar.devices import backend_table, default_device
-    table = Table("device", "works", "why not / what to install", title="tinygrad backends")
-    for r in backend_table():
-        table.add_row(r["device"], "[green]yes[/]" if r["works"] else "[red]no[/]",
+    from tinyar.devices import backend_table, default_device, matmul_speed
+    rows = backend_table()
+    table = Table("device", "works", *(["matmul GFLOP/s"] if speed else []), "why not / what to install",
+                  title="tinygrad backends")
+    fastest = None
+    for r in rows:
+        gflops = ""
+        if speed and r["works"]:
+            r["gflops"] = matmul_speed(r["device"])
+            gflops = f"{r['gflops']:,.1f}"
+            fastest = r if fastest is None or r["gflops"] > fastest["gflops"] else fastest
+        table.add_row(r["device"], "[green]yes[/]" if r["works"] else "[red]no[/]", *([gflops] if speed else []),
                       f"{r['reason']} — {r['hint']}" if r["reason"] else "")
     console.print(table)
     try:
@@ -431,10 +287,16 @@ def devices():
                       f"several devices of one kind, e.g. --device CUDA:0,CUDA:1, train data-parallel)")
     except Exception as e:
         console.print(f"no default device: {e}")
+    if fastest:
+        console.print(f"fastest here on a 512² matmul: [bold]{fastest['device']}[/] "
+                      f"({fastest['gflops']:,.1f} GFLOP/s, best of 5)")
+        console.print(f"a real training step there: python cli.py bench --device {fastest['device']}")
+    elif not speed:
+        console.print("[dim]which is fastest here: python cli.py devices --speed[/]")
 
 
 @cli.command()
-@config_options
+@config_options(leave_out=TRAIN_ONLY)
 @click.option("--device", default=None, help="tinygrad device [default: DEV or tinygrad's pick]")
 @click.option("--timed-steps", type=int, default=10, show_default=True, help="steady steps timed (median)")
 @click.option("--vs-torch", is_flag=True, help="same model and losses in x-transformers (PyTorch), interleaved")

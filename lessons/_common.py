@@ -39,22 +39,15 @@ def check(name: str, value: float, expect: float, tol: float = 0.0, op: str | No
 def course_trainer():
     """A Trainer holding the course model: CFG trained for CFG.steps steps on the default corpus
     with the plain loss (what lesson 9 takes apart). The first call trains it (a minute or two,
-    mostly compiling kernels) and saves it in RUNS; later calls, in any lesson, load it."""
-    from tinyar import checkpoint
-    from tinyar.data import Corpus, default_corpus
-    from tinyar.train import Trainer, train
-    trainer, path = Trainer(CFG), checkpoint.latest(RUNS)
-    if path is not None:
-        try:
-            arrays, meta = checkpoint.read_safetensors(path)
-            if meta["config"] == CFG.to_dict():
-                trainer.load_state(arrays, meta)
-                print(f"(course model loaded from {path})")
-                return trainer
-        except (checkpoint.CheckpointError, ValueError, KeyError):
-            pass  # damaged or from another version: train a fresh one
+    mostly compiling kernels) in the run folder RUNS, as `python cli.py train` would; later
+    calls, in any lesson, load it."""
+    from tinyar.run import Run
+    run = Run(RUNS, CFG, keep=1)
+    if run.resume_if_same():   # RUNS holds a model of exactly this CFG
+        print(f"(course model loaded from {run.path})")
+        return run.trainer
     print(f"(training the course model for {CFG.steps} steps; it is kept in {RUNS} for the other lessons)")
-    for _ in train(trainer, Corpus(default_corpus(), CFG.seq_len)):
-        pass
-    checkpoint.save(RUNS, trainer.step, trainer.state_arrays(), trainer.state_meta(), keep=1)
-    return trainer
+    run.open(force=True)       # anything else in RUNS (another CFG's model) is replaced
+    run.build(force=True)
+    run.train()
+    return run.trainer

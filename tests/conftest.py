@@ -17,7 +17,7 @@ import pytest  # noqa: E402
 from tinygrad import Tensor  # noqa: E402
 from tinygrad.nn.state import get_state_dict  # noqa: E402
 
-from tinyar.config import Config  # noqa: E402
+from tinyar.config import Config, flag  # noqa: E402
 from tinyar.data import PAD  # noqa: E402
 from tinyar.loss import autoregressive_loss  # noqa: E402
 from tinyar.model import Decoder  # noqa: E402
@@ -26,6 +26,15 @@ from tinyar.model import Decoder  # noqa: E402
 TINY = Config(dim=16, depth=2, heads=2, seq_len=8, batch_size=2, steps=40, warmup=4, lr=1e-2,
               eval_every=20, eval_batches=1, log_every=10, save_every=20)
 TINY_NE = TINY.replace(next_embed_head=True)
+TEXT = b"the quick brown fox jumps over the lazy dog. " * 40   # a small corpus that TINY learns fast
+
+
+def cli_flags(cfg: Config, *fields: str) -> list[str]:
+    """The command-line options that set these fields of cfg: ["--dim", "16", ...] (config.flag)."""
+    return [arg for f in fields for arg in (flag(f), str(getattr(cfg, f)))]
+
+
+TINY_FLAGS = cli_flags(TINY, "dim", "depth", "heads", "seq_len", "batch_size")   # TINY's shape for `train`
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,8 @@
 
 Independent of tinygrad and of tinyar's code (only the weight *names* of a Decoder are
 shared, see `decoder_forward`). Everything is float64 and written with explicit loops over
-batch b, position t, head h and key j, so each line can be checked against the design notes
-(../shared/design.md, "The loss"). Slow on purpose; use it on tiny shapes only.
+batch b, position t, head h and key j, so each line can be checked against the definitions
+in the README ("The loss"). Slow on purpose; use it on tiny shapes only.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-MASK, PAD = 256, 257  # the two special ids after the 256 bytes (design notes, "Tokens")
+MASK, PAD = 256, 257  # the two special ids after the 256 bytes (README, "The loss")
 
 
 # ---------------------------------------------------------------- small pieces
@@ -227,7 +227,7 @@ def next_embed_head(W: dict, hidden) -> np.ndarray:
 def autoregressive_loss(W: dict, tokens, heads: int, *, mask_positions=None, mask_mode: str = "replace",
                         zloss_weight: float = 0.0, next_embed_weight: float = 0.0, next_embed_kind: str = "mse",
                         target_table=None) -> dict[str, float]:
-    """The complete loss of the design notes, from weights and (B, T+1) tokens.
+    """The complete loss as the README defines it ("The loss"), from weights and (B, T+1) tokens.
 
     `target_table` is the token-embedding table the next-embed *target* is read from; it
     defaults to W["tok_emb"]. Passing the unperturbed table while perturbing W models the

@@ -8,11 +8,10 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from conftest import TINY
+from conftest import TINY, TINY_FLAGS
 from tinyar import bench, kernel_cache
 
-TINY_FLAGS = ["--dim", "16", "--depth", "2", "--heads", "2", "--seq-len", "8", "--batch-size", "2",
-              "--mlm", "0.25", "--zloss", "1e-4"]   # test_train's `run` settings: its kernels are reused
+RUN_FLAGS = [*TINY_FLAGS, "--mlm", "0.25", "--zloss", "1e-4"]   # test_train's `run` settings: its kernels are reused
 
 
 def test_model_flops_is_six_per_weight_per_token_plus_attention():
@@ -64,7 +63,7 @@ def test_cli_bench_prints_the_table(tmp_path, monkeypatch, vs_torch):
     if vs_torch and bench.torch_available():
         pytest.skip(bench.torch_available())
     from cli import cli
-    res = CliRunner().invoke(cli, ["bench", *TINY_FLAGS, "--timed-steps", "2", "--json"]
+    res = CliRunner().invoke(cli, ["bench", *RUN_FLAGS, "--timed-steps", "2", "--json"]
                              + (["--vs-torch"] if vs_torch else []))
     assert res.exit_code == 0, res.output
     out = json.loads(res.output[res.output.index("{"):])
@@ -79,7 +78,7 @@ def test_cli_bench_prints_the_table(tmp_path, monkeypatch, vs_torch):
         assert out["vs_torch"] == tiny["vs_torch"]   # the headline numbers a script reads
         assert out["rss_vs_torch"] == pytest.approx(tiny["peak_rss"] / ref["peak_rss"])
     assert out["first_step"] is None   # only with --first-step
-    res = CliRunner().invoke(cli, ["bench", *TINY_FLAGS, "--timed-steps", "1"])
+    res = CliRunner().invoke(cli, ["bench", *RUN_FLAGS, "--timed-steps", "1"])
     assert res.exit_code == 0 and "tokens/s" in res.output and "numpy" in res.output
 
 
@@ -101,7 +100,7 @@ def test_a_second_run_from_the_kernel_cache_trains_identically(tmp_path):
     env = {**__import__("os").environ, "TINYAR_KERNEL_CACHE": str(tmp_path / "k.pkl")}
     losses = []
     for run in ("a", "b"):
-        subprocess.run([sys.executable, "cli.py", "train", str(corpus), *TINY_FLAGS, "--next-embed", "0.1",
+        subprocess.run([sys.executable, "cli.py", "train", str(corpus), *RUN_FLAGS, "--next-embed", "0.1",
                         "--steps", "3", "--log-every", "1", "--eval-sample-tokens", "0", "--sample-tokens", "4",
                         "--out", str(tmp_path / run)], cwd=Path(__file__).resolve().parent.parent, env=env,
                        check=True, capture_output=True)

@@ -149,12 +149,3 @@ def test_keep_prunes_oldest_only_after_the_new_one_is_written(tmp_path):
     with pytest.raises(ValueError, match="keep must be at least 1"):
         ckpt.save(tmp_path, 60, arrays(), meta(60), keep=0)
     assert len(ckpt.checkpoints(tmp_path)) == 2
-
-
-def test_trim_metrics_drops_rows_after_the_resumed_checkpoint_and_a_torn_last_line(tmp_path):
-    rows = [{"kind": "train", "step": s, "ce": 1.0} for s in range(1, 8)]
-    text = "".join(json.dumps(r) + "\n" for r in rows) + '{"kind": "train", "st'
-    (tmp_path / "metrics.jsonl").write_text(text)
-    ckpt.trim_metrics(tmp_path, 5)
-    got = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert got == rows[:5]

@@ -12,13 +12,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cli import StopOnSignal, cli
-from conftest import TINY
+from cli import cli
+from conftest import TEXT, TINY, TINY_FLAGS
 from tinyar import checkpoint as ckpt
+from tinyar.run import StopOnSignal
 
 ROOT = Path(__file__).parent.parent
-TINY_FLAGS = ["--dim", "16", "--depth", "2", "--heads", "2", "--seq-len", "8", "--batch-size", "2"]
-TEXT = b"the quick brown fox jumps over the lazy dog. " * 40
 
 
 @pytest.fixture
@@ -177,6 +176,15 @@ def test_unknown_device_lists_the_working_ones(corpus, tmp_path):
     msg = error_line(invoke("train", corpus, *TINY_FLAGS, "--device", "NOSUCHDEV", "--out", tmp_path / "r"))
     assert "device NOSUCHDEV does not work here" in msg and "working devices: " in msg
     assert "CPU" in msg.split("working devices: ")[1]               # the suite itself runs on a working device
+
+
+def test_a_bad_device_is_reported_before_the_run_folder(corpus, tmp_path):
+    # proves the order of the checks: `--device CUDA` on a machine without it, into a folder that
+    # holds a run, says the device is the problem (fixing the folder first would not have helped)
+    run = tmp_path / "run"
+    fake_run(run, corpus)
+    msg = error_line(invoke("train", corpus, *TINY_FLAGS, "--device", "NOSUCHDEV", "--out", run))
+    assert "device NOSUCHDEV does not work here" in msg and "already holds a run" not in msg
 
 
 def test_no_usable_device_says_to_install_clang(corpus, tmp_path):

@@ -1,9 +1,11 @@
 """Config.validate: each bad setting is a one-line ConfigError naming its CLI flag."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from tinyar.config import Config, ConfigError
+from tinyar.config import NO_FLAG, OPTIONS, TRAIN_ONLY, Config, ConfigError, flag
 
 
 def test_defaults_and_edges_are_valid():
@@ -15,20 +17,55 @@ def test_defaults_and_edges_are_valid():
         Config(**ok).validate()
 
 
-@pytest.mark.parametrize("bad, flag", [
-    (dict(mask_prob=1.0), "--mlm"), (dict(mask_prob=-0.1), "--mlm"), (dict(mask_prob=1.5), "--mlm"),
-    (dict(zloss_weight=-1e-4), "--zloss"), (dict(next_embed_weight=-0.1), "--next-embed"),
-    (dict(dim=16, heads=3), "--heads"), (dict(dim=10, heads=4), "--dim"),
-    (dict(mask_mode="bert"), "--mlm-mode"), (dict(next_embed_kind="l2"), "--next-embed-loss"),
-    (dict(seq_len=1), "--seq-len"), (dict(lr=0.0), "--lr"), (dict(dtype="half"), "--dtype"),
+@pytest.mark.parametrize("bad, field", [
+    (dict(mask_prob=1.0), "mask_prob"), (dict(mask_prob=-0.1), "mask_prob"), (dict(mask_prob=1.5), "mask_prob"),
+    (dict(zloss_weight=-1e-4), "zloss_weight"), (dict(next_embed_weight=-0.1), "next_embed_weight"),
+    (dict(dim=16, heads=3), "heads"), (dict(dim=10, heads=4), "dim"),
+    (dict(mask_mode="bert"), "mask_mode"), (dict(next_embed_kind="l2"), "next_embed_kind"),
+    (dict(seq_len=1), "seq_len"), (dict(lr=0.0), "lr"), (dict(dtype="half"), "dtype"),
+    (dict(eval_batches=0), "eval_batches"), (dict(min_lr_ratio=2.0), "min_lr_ratio"),
 ])
-def test_bad_setting_raises_config_error_naming_the_flag(bad, flag):
-    # proves each out-of-range setting is refused with a one-line message naming its flag
+def test_bad_setting_raises_config_error_naming_the_flag(bad, field):
+    # proves each out-of-range setting is refused with a one-line message naming its option as the
+    # CLI spells it (config.OPTIONS), or the field itself when it has no option
     with pytest.raises(ConfigError) as e:
         Config(**bad).validate()
     msg = str(e.value)
-    assert flag in msg and "\n" not in msg
+    assert flag(field) in msg and "\n" not in msg
+    assert flag(field).startswith("--") == (field in OPTIONS)
     assert isinstance(e.value, ValueError)
+
+
+def test_every_field_has_an_option_or_a_stated_reason_and_train_offers_each_option():
+    # proves "options mirror fields": OPTIONS and NO_FLAG split the fields exactly, and `train`
+    # and `bench` accept every option in OPTIONS (a flag renamed in one place only fails here)
+    from click.testing import CliRunner
+
+    from cli import cli
+    fields = {f.name for f in dataclasses.fields(Config)}
+    assert set(OPTIONS) | set(NO_FLAG) == fields and not set(OPTIONS) & set(NO_FLAG)
+    assert set(NO_FLAG) == {"vocab", "next_embed_head"}   # everything a user may set has a flag
+    for command in ("train", "bench"):
+        text = CliRunner().invoke(cli, [command, "--help"], terminal_width=200).output
+        used = [f for f in OPTIONS if command == "train" or f not in TRAIN_ONLY]
+        assert all(f"{OPTIONS[f][0]} " in text for f in used)
+        assert all(f"{OPTIONS[f][0]} " not in text for f in set(OPTIONS) - set(used))   # bench: only its flags
+        assert all(f"--{field.replace('_', '-')} " not in text for field in NO_FLAG)
+    assert {"--eval-batches", "--min-lr-ratio", "--dim-head"} <= {name for name, _ in OPTIONS.values()}
+
+
+@pytest.mark.parametrize("args, expect", [
+    (["--eval-batches", "0"], "--eval-batches must be at least 1"),
+    (["--min-lr-ratio", "2"], "--min-lr-ratio must be in [0, 1]"),
+    (["--dim-head", "-1"], "--dim-head must be >= 0"),
+])
+def test_new_flags_reach_their_config_fields(args, expect):
+    # proves each flag sets its field: the field's own range check answers, naming the flag
+    from click.testing import CliRunner
+
+    from cli import cli
+    res = CliRunner().invoke(cli, ["train", *args, "--out", "/nonexistent/never-created"])
+    assert res.exit_code == 2 and expect in res.output, res.output
 
 
 def test_heads_error_suggests_heads_that_divide_dim():

@@ -4,6 +4,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import TINY
+from tinyar.config import COMPONENTS
 from tinyar.data import Corpus
 from tinyar.devices import DeviceError, parse, use_device
 from tinyar.train import Trainer, train
@@ -15,7 +16,7 @@ DEVS = ("CPU:0", "CPU:1")
 
 
 def losses(trainer):
-    return np.array([[r[k] for k in ("total", "ce", "zloss", "next_embed")]
+    return np.array([[r[k] for k in COMPONENTS]
                      for r in train(trainer, Corpus(TEXT, CFG.seq_len)) if r["kind"] == "train"])
 
 
@@ -68,6 +69,37 @@ def test_devices_command_lists_backends():
     res = CliRunner().invoke(cli, ["devices"])
     assert res.exit_code == 0
     assert "CPU" in res.output and "METAL" in res.output and "train picks" in res.output
+
+
+def test_backend_errors_say_a_phrase_once():
+    # tinygrad 0.14's NV/AMD message repeats itself; the devices table says it once
+    from tinyar.devices import one_line
+    e = ExceptionGroup("No interface for NV:0 is available is available", [OSError("a"), OSError("b")])
+    assert one_line(e) == "ExceptionGroup: No interface for NV:0 is available (2 sub-exceptions)"
+    assert one_line(RuntimeError("a kernel kernel\nfailed: 0 0 0")) == "RuntimeError: failed: 0"
+
+
+def test_devices_speed_names_the_fastest_working_backend(monkeypatch):
+    # proves `devices --speed` times only working backends and names the fastest (timings faked;
+    # the real timing runs once below on the suite's device)
+    import tinyar.devices as D
+    from cli import cli
+    monkeypatch.setattr(D, "backend_table", lambda: [
+        {"device": "CPU", "works": True, "reason": "", "hint": ""},
+        {"device": "CL", "works": True, "reason": "", "hint": ""},
+        {"device": "CUDA", "works": False, "reason": "no driver", "hint": "install it"}])
+    timed = []
+    monkeypatch.setattr(D, "matmul_speed", lambda name: timed.append(name) or {"CPU": 8.5, "CL": 19.9}[name])
+    res = CliRunner().invoke(cli, ["devices", "--speed"], terminal_width=120)
+    assert res.exit_code == 0, res.output
+    assert timed == ["CPU", "CL"] and "fastest here on a 512² matmul: CL (19.9 GFLOP/s" in res.output
+    assert "bench --device CL" in res.output
+    assert "devices --speed" in CliRunner().invoke(cli, ["devices"]).output   # plain `devices` says how
+
+
+def test_matmul_speed_is_a_positive_rate():
+    from tinyar.devices import matmul_speed
+    assert 0 < matmul_speed("CPU", n=64, reps=1) < 1e6
 
 
 @pytest.fixture

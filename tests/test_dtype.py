@@ -13,16 +13,15 @@ import pytest
 from tinygrad import Tensor, dtypes
 from tinygrad.nn.state import get_parameters, get_state_dict
 
-from conftest import TINY, TINY_NE
+from conftest import TEXT, TINY, TINY_NE
 from tinyar import checkpoint as ckpt
 from tinyar import devices
-from tinyar.config import Config, ConfigError
+from tinyar.config import COMPONENTS, Config, ConfigError
 from tinyar.data import Corpus
 from tinyar.loss import autoregressive_loss
 from tinyar.model import Decoder
 from tinyar.train import Trainer
 
-TEXT = b"the quick brown fox jumps over the lazy dog. " * 40
 HALF = (dtypes.float16, dtypes.bfloat16)
 STEPS = 8
 # float16 keeps 11 significant bits: one rounding of a matmul input is off by at most 2^-11 ~ 4.9e-4
@@ -60,7 +59,7 @@ def test_half_model_keeps_statistics_and_losses_in_float32(dtype):
     assert all(lse.dtype == dtypes.float32 for lse in lses)
     out = autoregressive_loss(model, tokens, mask_positions=mask, mask_mode="fcm", zloss_weight=0.1,
                               next_embed_weight=0.1)
-    assert {k: v.dtype for k, v in out.items()} == dict.fromkeys(("total", "ce", "zloss", "next_embed"), dtypes.float32)
+    assert {k: v.dtype for k, v in out.items()} == dict.fromkeys(COMPONENTS, dtypes.float32)
     assert getattr(dtypes, dtype) in graph_dtypes(out["total"])       # the half dtype is really used
     assert all(p.dtype == dtypes.float32 for p in get_parameters(model))
     grads = out["total"].gradient(*get_parameters(model))

@@ -14,6 +14,7 @@ from tinygrad import Context, Tensor, dtypes
 
 import oracle
 from conftest import KIND, NEXT_EMBED_WEIGHT, TARGET_ONLY, ZLOSS_WEIGHT, Spy
+from tinyar.config import COMPONENTS
 from tinyar.data import MASK, PAD, VOCAB
 from tinyar.loss import (attention_zloss, autoregressive_loss, choose_mask_positions, cross_entropy,
                          next_embed_loss, num_masked, replace_masked, shift)
@@ -269,6 +270,7 @@ def test_autoregressive_loss_matches_oracle(tiny, mode):
     # proves every component and the weighted total equal the oracle's, under masking
     # (replace with mse, fcm with l1), with PAD targets in the batch
     got = tiny.run(mode)["loss"]
+    assert tuple(got) == COMPONENTS   # the keys every training row, table and plot panel uses
     want = oracle.autoregressive_loss(tiny.weights, tiny.tokens, tiny.cfg.heads, mask_positions=tiny.mask,
                                       mask_mode=mode, zloss_weight=ZLOSS_WEIGHT,
                                       next_embed_weight=NEXT_EMBED_WEIGHT, next_embed_kind=KIND[mode])
@@ -391,7 +393,8 @@ def test_fcm_hidden_token_reaches_only_its_own_position(tiny):
 
 def test_masking_is_drawn_only_in_training(tiny):
     # proves mask_prob alone never masks outside Context(TRAINING=1) (eval is unmasked), and in
-    # training draws k per row, never position 0, in both modes
+    # training draws k per row, never position 0, in both modes, with choose_mask_positions
+    # (the function Trainer.next_batch uses): same rng, same positions
     k = num_masked(T, 0.4)
     spy = Spy(tiny.model)
     autoregressive_loss(spy, tiny.tokens, mask_prob=0.4)
@@ -405,6 +408,7 @@ def test_masking_is_drawn_only_in_training(tiny):
     for m in (is_mask, hidden):
         np.testing.assert_array_equal(m.sum(1), k)
         assert not m[:, 0].any()
+        np.testing.assert_array_equal(m, choose_mask_positions(np.random.default_rng(13), *m.shape, 0.4))
 
 
 def test_mask_positions_used_as_given_and_uint8_tokens_get_MASK(tiny):

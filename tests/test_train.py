@@ -5,11 +5,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import TINY
+from conftest import TEXT, TINY, TINY_FLAGS
 from tinyar.data import Corpus
 from tinyar.train import Trainer, lr_at, train
-
-TEXT = b"the quick brown fox jumps over the lazy dog. " * 40
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +57,6 @@ def test_lr_schedule_warms_up_then_decays():
     assert lrs[cfg.warmup - 1] == pytest.approx(cfg.lr)
     assert all(a >= b for a, b in zip(lrs[cfg.warmup:], lrs[cfg.warmup + 1:]))
     assert lr_at(cfg.steps, cfg) == pytest.approx(cfg.lr * cfg.min_lr_ratio)
-
-
-TINY_FLAGS = ["--dim", "16", "--depth", "2", "--heads", "2", "--seq-len", "8", "--batch-size", "2"]
 
 
 def test_cli_train_writes_table_metrics_checkpoint_and_sample(tmp_path):

@@ -163,37 +163,3 @@ def save(run_dir: Path, step: int, arrays: dict[str, np.ndarray], meta: dict, ke
     for old in checkpoints(run_dir)[:-keep]:
         old.unlink(missing_ok=True)
     return path
-
-
-# the run folder: checkpoints + metrics.jsonl (+ stdin.bin when the corpus was piped in)
-METRICS, STDIN_COPY = "metrics.jsonl", "stdin.bin"
-
-
-def holds_run(run_dir: Path) -> bool:
-    """True when run_dir has checkpoints or logged rows, i.e. starting over there would lose work."""
-    metrics = Path(run_dir) / METRICS
-    return bool(checkpoints(run_dir)) or (metrics.exists() and metrics.stat().st_size > 0)
-
-
-def clear_run(run_dir: Path) -> None:
-    """Delete tinyar's own files in run_dir (for --force); anything else there is left alone."""
-    for path in checkpoints(run_dir) + [Path(run_dir) / METRICS]:
-        path.unlink(missing_ok=True)
-
-
-def trim_metrics(run_dir: Path, step: int) -> None:
-    """Drop logged rows after `step` (logged after the checkpoint we resume from, or cut off
-    mid-line by a crash), so a resumed run's metrics.jsonl reads like one uninterrupted run."""
-    path = Path(run_dir) / METRICS
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line)["step"] <= step:
-                kept.append(line + "\n")
-        except (ValueError, KeyError, TypeError):
-            pass
-    tmp = path.with_name(f".{METRICS}.tmp{os.getpid()}")
-    tmp.write_text("".join(kept))
-    os.replace(tmp, path)

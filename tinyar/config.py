@@ -1,4 +1,6 @@
-"""One frozen dataclass holds every setting; the CLI options mirror its fields one to one."""
+"""One frozen dataclass holds every setting. OPTIONS, below it, is the one table of command-line
+options: each mirrors one field (`--zloss` <-> zloss_weight); cli.py builds its options from it
+and error messages name fields by it. The fields in NO_FLAG have no option, for the reason given."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,17 +10,12 @@ from dataclasses import dataclass
 MASK_MODES = ("replace", "fcm")
 NEXT_EMBED_KINDS = ("mse", "l1")
 DTYPES = ("float32", "float16", "bfloat16")
+PIECES = ("ce", "zloss", "next_embed")   # the loss's raw components (tinyar/loss.py)
+COMPONENTS = ("total", *PIECES)          # what autoregressive_loss returns; every training row logs them
 
 
 class ConfigError(ValueError):
     """A setting is out of range. The message says which one and how to fix it."""
-
-
-def flag(field: str) -> str:
-    """The CLI option of a Config field (--mlm for mask_prob, --zloss for zloss_weight, ...)."""
-    special = {"mask_prob": "--mlm", "mask_mode": "--mlm-mode", "zloss_weight": "--zloss",
-               "next_embed_weight": "--next-embed", "next_embed_kind": "--next-embed-loss"}
-    return special.get(field, "--" + field.replace("_", "-"))
 
 
 @dataclass(frozen=True)
@@ -70,7 +67,7 @@ class Config:
                     "eval_every", "eval_batches", "log_every", "save_every")
         for name in positive:
             if getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
+                raise ConfigError(f"{flag(name)} must be at least 1 (got {getattr(self, name)})")
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
@@ -79,8 +76,10 @@ class Config:
             raise ConfigError(f"--seed must be >= 0 (got {self.seed})")
         if self.seq_len < 2:
             raise ConfigError(f"--seq-len must be at least 2 (got {self.seq_len})")
+        if self.dim_head < 0:
+            raise ConfigError(f"{flag('dim_head')} must be >= 0 (got {self.dim_head}); 0 means dim // heads")
         if not self.dim_head and self.dim % self.heads:
-            raise ConfigError(f"--heads {self.heads} does not divide --dim {self.dim}; "
+            raise ConfigError(f"--heads {self.heads} does not divide --dim {self.dim}; give --dim-head, or "
                               f"pick heads from {[h for h in range(1, self.dim + 1) if self.dim % h == 0][:8]}")
         if not 0.0 <= self.mask_prob < 1.0:
             raise ConfigError(f"--mlm must be in [0, 1) (got {self.mask_prob}); e.g. --mlm 0.15")
@@ -101,7 +100,7 @@ class Config:
         if self.grad_clip < 0 or self.weight_decay < 0:
             raise ConfigError("--grad-clip and --weight-decay must be >= 0")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise ConfigError(f"min_lr_ratio must be in [0, 1] (got {self.min_lr_ratio})")
+            raise ConfigError(f"{flag('min_lr_ratio')} must be in [0, 1] (got {self.min_lr_ratio})")
         return self
 
     def to_dict(self) -> dict:
@@ -114,3 +113,46 @@ class Config:
         if unknown:
             raise ConfigError(f"unknown config fields {sorted(unknown)}: was this written by a newer tinyar?")
         return cls(**d)
+
+
+# Config field -> (command-line option, help); the options of `train` and `bench`, in --help's order
+OPTIONS = {
+    "mask_prob": ("--mlm", "fraction of input positions masked during training, in [0, 1)"),
+    "mask_mode": ("--mlm-mode", "replace: MASK token; fcm: hide as attention keys"),
+    "zloss_weight": ("--zloss", "weight of the attention z-loss; 0 = watched, not trained (the z-loss* "
+                     "column). Raw, it starts near 1,000 for the default shape and grows as attention "
+                     "sharpens; 1e-4 makes it ~0.1 of the total"),
+    "next_embed_weight": ("--next-embed", "weight of the next-embed loss (adds the head)"),
+    "next_embed_kind": ("--next-embed-loss", "next-embed distance"),
+    "steps": ("--steps", "optimizer steps"),
+    "batch_size": ("--batch-size", "windows per step"),
+    "seq_len": ("--seq-len", "tokens per window"),
+    "dim": ("--dim", "model width"),
+    "depth": ("--depth", "transformer blocks"),
+    "heads": ("--heads", "attention heads (must divide --dim, unless --dim-head is given)"),
+    "dim_head": ("--dim-head", "width of each attention head (0 = dim // heads)"),
+    "lr": ("--lr", "peak learning rate"),
+    "min_lr_ratio": ("--min-lr-ratio", "the cosine schedule ends at lr × this"),
+    "warmup": ("--warmup", "linear warmup steps"),
+    "grad_clip": ("--grad-clip", "global gradient-norm clip (0 = off)"),
+    "weight_decay": ("--weight-decay", "AdamW decay on matrices"),
+    "eval_every": ("--eval-every", "validation every N steps"),
+    "eval_batches": ("--eval-batches", "validation batches per evaluation (each batch-size × seq-len bytes)"),
+    "log_every": ("--log-every", "one table row every N steps"),
+    "save_every": ("--save-every", "checkpoint every N steps"),
+    "seed": ("--seed", "same seed + same device -> same losses"),
+    "dtype": ("--dtype", "matmul precision; weights, norms, softmax and losses stay float32"),
+}
+CHOICES = {"mask_mode": MASK_MODES, "next_embed_kind": NEXT_EMBED_KINDS, "dtype": DTYPES}
+# the fields without an option, and why (set them in Python: Config(...).replace(...))
+NO_FLAG = {
+    "vocab": "fixed by the byte tokens (256 bytes + MASK + PAD)",
+    "next_embed_head": "the head with its loss off (interop); --next-embed > 0 builds it anyway",
+}
+# options `bench` leaves out: it times single steps, it runs no schedule, validation or checkpoints
+TRAIN_ONLY = ("steps", "min_lr_ratio", "warmup", "eval_every", "eval_batches", "log_every", "save_every")
+
+
+def flag(field: str) -> str:
+    """How messages name a Config field: its option (--mlm for mask_prob), else the field itself."""
+    return OPTIONS[field][0] if field in OPTIONS else field

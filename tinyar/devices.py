@@ -6,6 +6,7 @@ devices of one kind ('CUDA:0,CUDA:1', or 'CPU:0,CPU:1' to try data parallelism o
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 
@@ -31,11 +32,13 @@ def probe(name: str) -> str | None:
     from tinygrad.helpers import Context
     try:
         # CACHELEVEL=0: really compile, so a missing compiler shows here and not in the first
-        # training step (a kernel from tinygrad's disk cache would run without one)
+        # training step (a kernel from tinygrad's disk cache would run without one). PARALLEL=0
+        # and captured_stderr: the compiler's warnings are not the user's business, and no
+        # compile worker is started now, before `train` points fd 2 at its compiler log.
         # tinygrad reads CPU:LLVM as device CPU with the LLVM compiler, chosen through DEV
         kind, _, rest = name.partition(":")
         renderer = bool(rest) and not rest.isdigit()
-        with Context(CACHELEVEL=0, **({"DEV": name} if renderer else {})):
+        with Context(CACHELEVEL=0, PARALLEL=0, **({"DEV": name} if renderer else {})), captured_stderr([]):
             value = (Tensor([1.0], device=kind if renderer else name) + 1).item()
         if value != 2.0:
             return "computed a wrong result"
@@ -47,9 +50,31 @@ def probe(name: str) -> str | None:
 
 
 def one_line(e: Exception) -> str:
-    """An exception as one short line: its type and the last line of its message."""
+    """An exception as one short line: its type and the last line of its message, with a phrase
+    said twice in a row said once (tinygrad 0.14: "No interface for NV:0 is available is available")."""
     lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
-    return f"{type(e).__name__}: {lines[-1] if lines else ''}"[:160]
+    text = re.sub(r"\b(\w+(?: \w+)*)(?: \1\b)+", r"\1", lines[-1] if lines else "")
+    return f"{type(e).__name__}: {text}"[:160]
+
+
+def matmul_speed(name: str, n: int = 512, reps: int = 5) -> float:
+    """GFLOP/s of an (n,n) @ (n,n) float32 matmul on `name`, best of `reps` after one to compile.
+    A rough guide to which backend is fastest here; `python cli.py bench` times the real step."""
+    import time
+
+    from tinygrad import Device, Tensor
+    from tinygrad.helpers import Context
+    kind, _, rest = name.partition(":")
+    device = kind if bool(rest) and not rest.isdigit() else name   # CPU:LLVM: device CPU, DEV picks LLVM
+    with Context(PARALLEL=0, **({"DEV": name} if device != name else {})), captured_stderr([]):
+        a, b = (Tensor.rand(n, n, device=device).realize() for _ in range(2))
+        best = float("inf")
+        for _ in range(reps + 1):   # the first run compiles; the best of the rest counts
+            t0 = time.perf_counter()
+            (a @ b).realize()
+            Device[device].synchronize()
+            best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
 
 
 @contextmanager

@@ -5,7 +5,8 @@
 
 `net` is `TransformerWrapper(attn_layers=Decoder(...))` with default options, optionally
 `add_continuous_pred_head=True`. Weights are renamed, never re-derived, except two
-conversions of storage conventions (both are x-transformers facts, see design.md):
+conversions of storage conventions (both are x-transformers facts, see the README's
+"Parity with x-transformers"):
 
     LayerNorm   tinyar weight = gamma + 1         (x-transformers stores scale - 1)
     positions   tinyar pos_emb = table * dim**-0.5 (x-transformers scales in the forward pass)

@@ -121,19 +121,23 @@ def autoregressive_loss(model, tokens, *, mask_prob: float = 0.0, mask_mode: str
                         next_embed_kind: str = "mse", rng: np.random.Generator | None = None) -> dict[str, Tensor]:
     """Every loss component for a batch of windows. tokens (B,T+1) int -> dict of () Tensors.
 
-    Keys: `total` (what is trained on), and the raw, unweighted `ce`, `zloss`, `next_embed`.
-    `zloss` is always computed (it is cheap and worth watching); `next_embed` is computed
-    whenever the model has a next-embed head and is 0 otherwise.
+    Keys (config.COMPONENTS): `total` (what is trained on), and the raw, unweighted `ce`,
+    `zloss`, `next_embed`. `zloss` is always computed (it is cheap and worth watching);
+    `next_embed` is computed whenever the model has a next-embed head and is 0 otherwise.
 
-    Masking happens only when `mask_positions` (B,T) bool is given (used exactly as given,
-    in or out of training), or when `mask_prob` > 0 inside `Context(TRAINING=1)` (drawn with
-    `rng`). `mask_mode`: 'replace' puts MASK in the inputs; 'fcm' hides those positions as
-    attention keys in every layer and head."""
+    Masking has one path: positions (B,T) bool -> apply_mask. They are `mask_positions` when
+    given (used exactly as given, in or out of training; `mask_prob` is then ignored); else,
+    inside `Context(TRAINING=1)` with `mask_prob` > 0, choose_mask_positions(rng, B, T,
+    mask_prob) draws them, the same function Trainer.next_batch calls; else nothing is masked
+    (evaluation never masks). Trainer draws outside and passes `mask_positions` because its
+    step is jitted: a numpy draw inside TinyJit would run once, at capture, and be replayed.
+    `mask_mode`: 'replace' puts MASK in the inputs; 'fcm' hides those positions as attention
+    keys in every layer and head."""
     tokens = tokens if isinstance(tokens, Tensor) else Tensor(np.asarray(tokens, dtype=np.int32))
     tokens = tokens.cast(dtypes.int32)  # a uint8 batch can't hold MASK/PAD (256 would wrap to 0)
     inp, tgt = shift(tokens)
     B, T = inp.shape
-    if mask_positions is None and mask_prob > 0 and TRAINING.value:
+    if mask_positions is None and mask_prob > 0 and TRAINING.value:   # drawn here, then the one path below
         mask_positions = choose_mask_positions(rng or np.random.default_rng(), B, T, mask_prob)
     hidden_keys = None
     if mask_positions is not None:

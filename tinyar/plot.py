@@ -18,17 +18,19 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from tinyar.config import COMPONENTS, PIECES
+from tinyar.run import METRICS as METRICS_FILE
 from tinyar.termchart import Chart, Curve
 
-TRAIN_METRICS = ("total", "ce", "zloss", "next_embed", "grad_norm", "lr", "tok_s")
+TRAIN_METRICS = (*COMPONENTS, "grad_norm", "lr", "tok_s")
 VAL_METRICS = ("val_ce", "val_ppl", "val_bpb")
 METRICS = TRAIN_METRICS + VAL_METRICS
 ABOUT = {"total": "total loss, as trained on", "ce": "cross-entropy (nats)", "zloss": "attention z-loss, raw",
          "next_embed": "next-embed loss, raw", "grad_norm": "gradient norm before clipping",
          "lr": "learning rate", "tok_s": "tokens per second", "val_ce": "validation cross-entropy (nats)",
          "val_ppl": "validation perplexity", "val_bpb": "validation bits per byte"}
-PANELS = ("total", "ce", "zloss", "next_embed", "grad_norm", "lr")   # `plot RUN`, one panel each
-SUMMARY = ("ce", "zloss", "next_embed")                              # the end of `train`
+PANELS = (*COMPONENTS, "grad_norm", "lr")   # `plot RUN`, one panel each
+SUMMARY = PIECES                            # the end of `train`
 VAL_OF = {"ce": "val_ce"}   # validation points marked on a training panel
 TERM_COLORS = ("cyan", "magenta", "green", "yellow", "blue", "red")   # one per run
 PNG_WIDTH, PNG_PANEL, PNG_MARGIN, PNG_DPI = 8.0, 2.2, 1.0, 100      # inches; image = dpi × inches
@@ -82,7 +84,7 @@ def from_rows(rows: list, name: str = "run") -> Run:
 def read_metrics(path: str | Path) -> Run:
     """A run folder (or a metrics.jsonl file) -> Run. Lines that are not JSON are skipped and noted."""
     path = Path(path)
-    file = path / "metrics.jsonl" if path.is_dir() else path
+    file = path / METRICS_FILE if path.is_dir() else path
     if not path.exists():
         raise PlotError(f"{path} does not exist; give a run folder that `train` wrote (e.g. runs/default)")
     if not file.exists():

@@ -15,12 +15,12 @@ from tinygrad.helpers import Context
 from tinygrad.nn.optim import AdamW, OptimizerGroup
 from tinygrad.nn.state import get_parameters, get_state_dict
 
-from tinyar.config import Config
+from tinyar.config import PIECES, Config
 from tinyar.data import Corpus
 from tinyar.loss import autoregressive_loss, choose_mask_positions
 from tinyar.model import Decoder
 
-COMPONENTS = ("total", "ce", "zloss", "next_embed")
+CHECKED = (*PIECES, "total", "grad_norm")   # for NaN/inf, in this order: the raw pieces first, then their total
 FP16_LOSS_SCALE = 4096.0   # --dtype float16: the loss is scaled by this for the backward, the gradients back
 
 
@@ -35,7 +35,7 @@ class Diverged(RuntimeError):
 
 def first_non_finite(row: dict) -> str | None:
     """The component to blame: the raw pieces first, then their total, then the gradient norm."""
-    for name in ("ce", "zloss", "next_embed", "total", "grad_norm"):
+    for name in CHECKED:
         if not math.isfinite(row[name]):
             return name
     return None
@@ -134,6 +134,8 @@ class Trainer:
         return {k: v.item() for k, v in out.items()} | {"lr": lr}
 
     def next_batch(self, corpus: Corpus) -> tuple[np.ndarray, np.ndarray | None]:
+        """(B,T+1) windows and, with masking on, (B,T) mask positions, both drawn from the data RNG
+        (saved in checkpoints). Drawn here, not in the loss: the jitted step takes them as input."""
         c = self.cfg
         batch = corpus.batch(self.rng, c.batch_size)
         mask = choose_mask_positions(self.rng, c.batch_size, c.seq_len, c.mask_prob) if c.mask_prob > 0 else None

@@ -1,0 +1,268 @@
+"""A run folder, and training into it. `python cli.py train` and the lessons both use `Run`.
+
+    RUN/ckpt-<step>.safetensors   weights, optimizer, config, step, data RNG (tinyar/checkpoint.py)
+    RUN/metrics.jsonl             one JSON row per log step and per validation (train.train's rows)
+    RUN/stdin.bin                 the corpus, when it was piped in (so a resume finds it again)
+
+`Run.start_or_resume` applies the resume rules, `open` readies the folder, corpus and device,
+`build` makes the Trainer (restored exactly when resuming), `train` runs it. Errors are
+one-line exceptions (RunError, ConfigError, CorpusError, DeviceError); the CLI prints them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Callable
+
+from tinyar import checkpoint as ckpt
+from tinyar.config import Config, flag
+from tinyar.data import Corpus, copy_stream, default_corpus
+
+METRICS, STDIN_COPY = "metrics.jsonl", "stdin.bin"
+MODEL_SHAPE = ("dim", "depth", "heads", "dim_head", "seq_len", "vocab")  # fixed by the saved weights
+
+
+class RunError(ValueError):
+    """A run can't start or resume as asked. The message says why and what to do."""
+
+
+class StopOnSignal:
+    """SIGINT (Ctrl-C) and SIGTERM ask training to stop after the current step; a second signal
+    gives up at once (KeyboardInterrupt). Call it to ask whether a stop was requested."""
+
+    def __init__(self):
+        self.signum = None
+        self.unfinished = False  # the signal cut a step short (its update must not be saved)
+
+    def __enter__(self):
+        self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        # os.write, not print: a handler may interrupt a print that holds the stream's lock. To
+        # Python's stderr, not fd 2: fd 2 may be a compiler log (tinyar/compiler_log.py)
+        os.write(_stderr_fd(), f"\n{signal.Signals(signum).name}: finishing this step, then saving a checkpoint "
+                    f"(press Ctrl-C again to quit without saving)\n".encode())
+
+    def __call__(self) -> bool:
+        return self.signum is not None
+
+
+def _stderr_fd() -> int:
+    try:
+        return sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        return 2
+
+
+def resume_config(saved: Config, given: dict) -> tuple[Config, list[str]]:
+    """The run's saved config with the options given now; shape options can't change.
+    -> (config, the changes as '--flag old -> new' lines)"""
+    for field in MODEL_SHAPE:
+        if field in given and given[field] != getattr(saved, field):
+            raise RunError(f"{flag(field)} {given[field]} differs from the resumed run's {getattr(saved, field)}: a "
+                           f"run keeps its model shape; drop {flag(field)}, or start a new run in another --out")
+    cfg = saved.replace(**given)
+    if cfg.use_next_embed != saved.use_next_embed:
+        raise RunError("--next-embed can't be switched on or off when resuming (it adds or removes the next-embed "
+                       "head); start a new run instead")
+    changed = [f"{flag(k)} {getattr(saved, k)} -> {v}" for k, v in given.items() if getattr(saved, k) != v]
+    return cfg, changed
+
+
+def run_name(args: tuple[str, ...]) -> str:
+    """The default run folder's name: the corpus file's stem, 'stdin' or 'default'."""
+    if not args:
+        return "default"
+    if args[0] == "-":
+        return "stdin"
+    return "".join(c for c in Path(args[0]).stem if c.isalnum() or c in "._-") or "corpus"
+
+
+def holds_run(folder: Path) -> bool:
+    """True when the folder has checkpoints or logged rows, i.e. starting over there would lose work."""
+    metrics = Path(folder) / METRICS
+    return bool(ckpt.checkpoints(folder)) or (metrics.exists() and metrics.stat().st_size > 0)
+
+
+def clear_run(folder: Path) -> None:
+    """Delete tinyar's own files in the folder (for --force); anything else there is left alone."""
+    for path in ckpt.checkpoints(folder) + [Path(folder) / METRICS]:
+        path.unlink(missing_ok=True)
+
+
+def trim_metrics(folder: Path, step: int) -> None:
+    """Drop logged rows after `step` (logged after the checkpoint we resume from, or cut off
+    mid-line by a crash), so a resumed run's metrics.jsonl reads like one uninterrupted run."""
+    path = Path(folder) / METRICS
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line + "\n")
+        except (ValueError, KeyError, TypeError):
+            pass
+    tmp = path.with_name(f".{METRICS}.tmp{os.getpid()}")
+    tmp.write_text("".join(kept))
+    os.replace(tmp, path)
+
+
+class Run:
+    """One training run in `folder`: its Config, corpus arguments and, when resuming, the
+    checkpoint it continues from (`path`, `arrays`, `meta`, and `changed` settings)."""
+
+    def __init__(self, folder: Path, cfg: Config, corpus: tuple[str, ...] = (), keep: int = 3):
+        cfg.validate()   # ConfigError first, then --keep, as the CLI has always checked them
+        if keep < 1:
+            raise RunError(f"--keep must be at least 1 (got {keep}): the newest checkpoint is what --resume "
+                           f"continues from")
+        self.folder, self.cfg, self.corpus, self.keep = Path(folder), cfg, tuple(corpus), keep
+        self.path = self.arrays = self.meta = None   # the checkpoint resumed from
+        self.changed: list[str] = []
+        self.saved_step = None                       # the step of the newest checkpoint on disk
+        self.device = None                           # tinygrad's default until open()
+
+    @classmethod
+    def start_or_resume(cls, given: dict, corpus: tuple[str, ...] = (), out: Path | None = None,
+                        resume: Path | None = None, keep: int = 3) -> "Run":
+        """A fresh run with the `given` Config fields, or (`resume`: a run folder) its newest
+        checkpoint's config with `given` changed on top: only the model shape is fixed, and a
+        resumed run remembers its corpus. Raises RunError, ConfigError."""
+        if resume is None:
+            return cls(out or Path("runs") / run_name(corpus), Config().replace(**given), corpus, keep)
+        if not resume.is_dir():
+            raise RunError(f"--resume {resume} is not a run folder; pass the --out folder of an earlier run")
+        if out is not None and out.resolve() != resume.resolve():
+            raise RunError(f"--out {out} and --resume {resume} name different folders; a resumed run stays in its folder")
+        path = ckpt.latest(resume)
+        if path is None:
+            raise RunError(f"no checkpoint in {resume}; start a new run without --resume")
+        try:
+            saved, arrays, meta = ckpt.load(path)
+        except ckpt.CheckpointError as e:
+            older = ckpt.checkpoints(resume)[:-1]
+            raise RunError(f"{e}" + (f" (the next newest is {older[-1].name})" if older else "")) from None
+        cfg, changed = resume_config(saved, given)
+        if cfg.steps <= meta["step"]:
+            raise RunError(f"the run in {resume} is already at step {meta['step']} of {saved.steps}; pass --steps "
+                           f"with a larger number to train further")
+        run = cls(resume, cfg, corpus or tuple(meta.get("corpus", [])), keep)
+        run.path, run.arrays, run.meta, run.changed = path, arrays, meta, changed
+        return run
+
+    def resume_if_same(self) -> bool:
+        """Build the trainer from the folder's newest checkpoint if exactly this Config wrote it
+        (the lessons' shared course model). False, and nothing kept, if there is none, it is
+        damaged or foreign, or another Config wrote it."""
+        path = ckpt.latest(self.folder)
+        try:
+            cfg, self.arrays, self.meta = ckpt.load(path) if path else (None, None, None)
+            if cfg != self.cfg:
+                raise RunError(f"{path} holds another config")
+            self.path = path
+            self.build()
+            return True
+        except (ckpt.CheckpointError, RunError):
+            self.path = self.arrays = self.meta = None
+            return False
+
+    def open(self, force: bool = False, stdin=None, device: str | None = None) -> None:
+        """Check the device and its dtype, then ready the folder (never starting over on a run
+        unless `force`), then the corpus (`-` is copied from `stdin` into the folder).
+        Sets files, data and device. Raises RunError, CorpusError, DeviceError, OSError."""
+        from tinyar.devices import check_dtype, use_device
+        # the device first: a missing GPU is the problem to report, not the folder's old run
+        self.device = use_device(device)
+        check_dtype(self.cfg.dtype, self.device)
+        self.prepare_folder(force)
+        self.files = [str(copy_stream(stdin, self.folder / STDIN_COPY)) if a == "-" else a for a in self.corpus]
+        self.data = (Corpus(self.files, self.cfg.seq_len) if self.files else
+                     Corpus(default_corpus(), self.cfg.seq_len, name="python stdlib sources"))
+
+    def prepare_folder(self, force: bool = False) -> None:
+        """Refuse a folder that can't hold a run; never start over on top of a run unless force."""
+        out = self.folder
+        if out.exists() and not out.is_dir():
+            raise RunError(f"--out {out} is a file, not a folder; pass a folder name (it is created if missing)")
+        if self.path is None and out.is_dir() and holds_run(out) and not force:
+            raise RunError(f"{out} already holds a run; continue it with --resume {out}, or pass --force to start "
+                           f"over (deletes its checkpoints and metrics)")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            probe = out / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise RunError(f"cannot write to run folder {out}: {e.strerror}; pick another --out") from None
+
+    def build(self, force: bool = False):
+        """The Trainer, restored from the resumed checkpoint (its later metrics rows dropped), or
+        fresh (with `force`, the folder's old checkpoints and metrics deleted). -> Trainer"""
+        from tinyar.train import Trainer
+        try:
+            self.trainer = Trainer(self.cfg, devices=self.device if isinstance(self.device, tuple) else None)
+        except ValueError as e:
+            raise RunError(str(e)) from None
+        if self.meta is not None:
+            try:
+                self.trainer.load_state(self.arrays, self.meta)
+            except (ValueError, TypeError, KeyError) as e:
+                raise RunError(f"{self.path}: {e}") from None
+            trim_metrics(self.folder, self.trainer.step)
+            self.saved_step = self.trainer.step
+        elif force:
+            clear_run(self.folder)
+        return self.trainer
+
+    def save(self) -> Path:
+        """Checkpoint the trainer now (with the corpus, so a resume finds it); keep the newest `keep`."""
+        t = self.trainer
+        meta = t.state_meta() | {"corpus": [os.path.abspath(f) for f in self.files], "corpus_bytes": len(self.data)}
+        path = ckpt.save(self.folder, t.step, t.state_arrays(), meta, keep=self.keep)
+        self.saved_step = t.step
+        return path
+
+    def train(self, on_row: Callable[[dict], None] | None = None, stop: StopOnSignal | None = None) -> None:
+        """Train to cfg.steps: every row appended to metrics.jsonl, then handed to on_row; a
+        checkpoint every save_every steps; generated kernels saved once each kind of step ran.
+        After `stop` fires, the last finished step is saved (a step cut short is not).
+        Raises train.Diverged on a NaN/inf (nothing after the last checkpoint is saved)."""
+        from tinyar import kernel_cache
+        from tinyar.train import Diverged, train
+        with open(self.folder / METRICS, "a") as metrics:
+            try:
+                cached = set()
+                for row in train(self.trainer, self.data, on_checkpoint=lambda t: self.save(),
+                                 should_stop=stop or (lambda: False)):
+                    metrics.write(json.dumps(row) + "\n")
+                    metrics.flush()
+                    if row["kind"] not in cached:   # the train (or eval) kernels now exist: keep them
+                        cached.add(row["kind"])
+                        kernel_cache.save()
+                    if on_row:
+                        on_row(row)
+            except Diverged:
+                raise
+            except Exception:
+                if stop is None or not stop():
+                    raise
+                # e.g. Ctrl-C in a terminal also killed the compiler tinygrad was running: this step
+                # never finished, and its half-applied update must not be saved
+                stop.unfinished = True
+        if stop is not None and stop() and not stop.unfinished and self.trainer.step not in (0, self.saved_step):
+            self.save()
+
+    def latest(self) -> Path | None:
+        return ckpt.latest(self.folder)
