@@ -119,7 +119,10 @@ def command_line(*args: str) -> str:
               help="length of the one-line sample after each validation (0 = off)")
 @click.option("--beam", type=click.IntRange(0, 16), default=0, show_default=True,
               help="BEAM search over kernel schedules: faster steps after minutes of search, once per model shape")
-def train(corpus, device, out, resume, keep, force, sample_tokens, eval_sample_tokens, beam, **fields):
+@click.option("--init-from", type=click.Path(path_type=Path), default=None,
+              help="start from x-transformers weights: an export folder, a .safetensors state dict (with --heads) "
+                   "or a torch.save'd .pt; the weights fix the model shape (README: Leaving for PyTorch)")
+def train(corpus, device, out, resume, keep, force, sample_tokens, eval_sample_tokens, beam, init_from, **fields):
     """Train on CORPUS: files, folders (every file below, sorted), glob patterns, or - for stdin,
     read as one byte stream (default: this Python's standard-library sources).
 
@@ -128,11 +131,24 @@ def train(corpus, device, out, resume, keep, force, sample_tokens, eval_sample_t
     logging intervals ...) may change, the model shape may not."""
     from tinyar.devices import DeviceError
 
-    # 1. settings: fresh, or the resumed run's checkpoint plus what is given now (tinyar/run.py)
+    # 1. settings: fresh, or the resumed run's checkpoint plus what is given now (tinyar/run.py);
+    #    --init-from: the x-transformers weights fix the shape (tinyar/xt_io.py)
+    given, init = {k: v for k, v in fields.items() if v is not None}, None
+    if init_from is not None:
+        from tinyar.export import ExportError
+        from tinyar.xt_io import init_fields, init_model
+        if resume is not None:
+            fail("--init-from starts a new run and --resume continues one: pass only one of them")
+        try:
+            init, _ = init_model(init_from, given.get("heads"))
+            given = init_fields(init.cfg, given)
+        except ExportError as e:
+            fail(str(e))
     try:
-        run = Run.start_or_resume({k: v for k, v in fields.items() if v is not None}, corpus, out, resume, keep)
+        run = Run.start_or_resume(given, corpus, out, resume, keep)
     except (RunError, ConfigError) as e:
         fail(str(e))
+    run.init, run.init_from = init, init_from
     if sample_tokens < 0:
         fail(f"--sample-tokens must be >= 0 (got {sample_tokens}); 0 skips the sample")
     cfg, out = run.cfg, run.folder
@@ -202,6 +218,10 @@ def train_and_show(run: Run, device, keep, force, sample_tokens, eval_sample_tok
     if meta is not None:
         console.print(f"resuming from {run.path} (step {trainer.step} of {cfg.steps})"
                       + (f" · changed: {', '.join(run.changed)}" if run.changed else ""))
+    elif run.init is not None:
+        console.print(f"initialised from {run.init_from} (x-transformers weights; a fresh optimizer at step 0)"
+                      + (f" · {', '.join(run.left_fresh)} start fresh" if run.left_fresh else ""), soft_wrap=True,
+                      markup=False, highlight=False)
 
     sampler = None   # built (and compiled) only when a sample is asked for; it reads the live weights
 

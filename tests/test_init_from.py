@@ -182,7 +182,7 @@ def test_train_starts_from_the_x_transformers_weights(tiny_export, corpus, tmp_p
     assert res.exit_code == 0, res.output
     assert f"initialised from {tiny_export}" in res.output
     arrays, meta = ckpt.read_safetensors(ckpt.latest(out))
-    assert meta["step"] == 1 and meta["config"]["lr"] == 1e-12
+    assert meta["step"] == 1 and meta["config"]["lr"] == 1e-12 and meta["init_from"] == str(tiny_export.resolve())
     want = get_state_dict(init_model(tiny_export, heads=None)[0])
     fresh = get_state_dict(Decoder(TINY))
     for k, w in want.items():
