@@ -20,7 +20,7 @@ from tinygrad import Tensor
 from tinygrad.nn.state import get_state_dict
 
 from cli import cli
-from conftest import KIND, NEXT_EMBED_WEIGHT, TINY, TINY_NE, ZLOSS_WEIGHT
+from conftest import KIND, NEXT_EMBED_WEIGHT, TEXT, TINY, TINY_NE, ZLOSS_WEIGHT
 from test_parity import FIXTURE, NO_XT, live, rel
 from tinyar import checkpoint as ckpt
 from tinyar.data import PAD
@@ -346,7 +346,7 @@ def test_ddp_recipe_continues_on_two_processes(run, tmp_path):
     from tinyar.xt_io import init_model
     assert invoke("export", run, tmp_path / "out").exit_code == 0
     corpus = tmp_path / "corpus.txt"
-    corpus.write_bytes(b"the quick brown fox jumps over the lazy dog. " * 40)
+    corpus.write_bytes(TEXT)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            str(ROOT / "tinyar" / "ddp_continue.py"), str(tmp_path / "out"), str(corpus), "--steps", "4",
            "--log-every", "2", "--out", str(tmp_path / "torch_run")]

@@ -5,7 +5,6 @@ are only moved, so nothing big compiles (the one CLI run that trains a step is m
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +13,8 @@ from click.testing import CliRunner
 from tinygrad.nn.state import get_state_dict
 
 from cli import cli
-from conftest import TINY, TINY_NE
-from test_export import assert_same_state, fixture_weights
+from conftest import TEXT, TINY, TINY_FLAGS, TINY_NE
+from test_export import assert_same_state
 from test_parity import live
 from tinyar import checkpoint as ckpt
 from tinyar.export import ExportError, write_export
@@ -23,8 +22,6 @@ from tinyar.interop import to_x_transformers
 from tinyar.model import Decoder
 from tinyar.config import Config
 from tinyar.xt_io import init_fields, init_model, init_weights
-
-TINY_FLAGS = ["--dim", "16", "--depth", "2", "--heads", "2", "--seq-len", "8", "--batch-size", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +154,7 @@ def tiny_export(tmp_path_factory) -> Path:
 @pytest.fixture
 def corpus(tmp_path) -> Path:
     path = tmp_path / "corpus.txt"
-    path.write_bytes(b"the quick brown fox jumps over the lazy dog. " * 40)
+    path.write_bytes(TEXT)
     return path
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyar.export import ARGS, WEIGHTS, ExportError
+from tinyar.export import WEIGHTS, ExportError
 
 TORCH_HINT = "pip install -e '.[parity]' (torch and x-transformers)"
 
