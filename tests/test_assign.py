@@ -38,9 +38,16 @@ BUG_TASK = {
 }
 
 
+# a time limit no task that ends reaches, even on a slow or busy machine: grading verdicts must not
+# depend on the machine's load (the limit itself is tested with a task that never ends)
+GENEROUS = "1200"
+
+
 def cli(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
+    if args[0] == "grade" and "--timeout" not in args:
+        args = (*args, "--timeout", GENEROUS)
     return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=1200)
+                          env={**os.environ, **(env or {})}, timeout=3600)
 
 
 def name(submission: str) -> str:
@@ -87,12 +94,13 @@ def test_every_bug_file_is_listed():
     assert sorted(p.name for p in BUGS.glob("*.py")) == sorted(BUG_TASK)
 
 
+@pytest.mark.slow
 def test_reference_passes_every_task_with_other_random_shapes():
     results = {t.id: run_task(t.id, None, seed=1) for t in TASKS}   # seed 0 runs in test_assign_tasks.py
     assert all(r["status"] == "passed" for r in results.values()), results
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow)])   # 1: new shapes, new kernels
 @pytest.mark.parametrize("name", sorted(BUG_TASK))
 def test_classic_mistake_fails_exactly_its_task(name, seed):
     task, words = BUG_TASK[name]
@@ -103,6 +111,7 @@ def test_classic_mistake_fails_exactly_its_task(name, seed):
 
 # ── the grade command, as an instructor runs it ──────────────────────────────────────────
 
+@pytest.mark.slow
 def test_grade_a_folder_reference_full_marks_stubs_zero_bug_fails_its_task(tmp_path):
     """One run over a class folder: the answer key, an untouched stub and the off-by-one shift."""
     (tmp_path / "answer_key").mkdir()
@@ -120,6 +129,7 @@ def test_grade_a_folder_reference_full_marks_stubs_zero_bug_fails_its_task(tmp_p
     assert [t["task"] for t in key["tasks"]] == [t.id for t in TASKS]
 
 
+@pytest.mark.slow
 def test_grade_prints_a_table_with_the_reason_and_exits_nonzero():
     r = cli("grade", str(BUGS / "total_swapped_weights.py"), "--task", "total")
     assert r.returncode == 1, r.stderr
@@ -139,8 +149,10 @@ from tinyar.loss import choose_mask_positions as reference_choose
 
 def shift(tokens):                      # hangs, with a child process of its own
     import subprocess
-    child = subprocess.Popen(["sleep", "300"])
-    open(os.environ["EVIL_PID_FILE"], "w").write(str(child.pid))
+    child = subprocess.Popen(["sleep", "3600"])
+    with open(os.environ["EVIL_PID_FILE"] + ".tmp", "w") as f:
+        f.write(str(child.pid))
+    os.rename(os.environ["EVIL_PID_FILE"] + ".tmp", os.environ["EVIL_PID_FILE"])   # whole, or not there
     while True:
         time.sleep(0.1)
 
@@ -164,6 +176,23 @@ def total_loss(ce, zloss, next_embed, zloss_weight, next_embed_weight):
 '''
 
 
+def stopped(pid: int, deadline: float = 300) -> bool:
+    """Whether process pid ends (gone, or dead awaiting reaping) within deadline seconds: SIGKILL
+    takes effect when the process is next scheduled, which a busy machine can delay. A process
+    that was never killed keeps sleeping (an hour) and fails this; it is killed here then."""
+    stat, end = Path(f"/proc/{pid}/stat"), time.monotonic() + deadline
+    while time.monotonic() < end:
+        try:
+            if stat.read_text().split(")")[1].split()[0] in "ZX":
+                return True
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    return False
+
+
+@pytest.mark.slow
 def test_grading_survives_hangs_crashes_exits_chatter_and_syntax_errors(tmp_path):
     folder, pid_file = tmp_path / "class", tmp_path / "sleep.pid"
     folder.mkdir()
@@ -171,14 +200,22 @@ def test_grading_survives_hangs_crashes_exits_chatter_and_syntax_errors(tmp_path
     (folder / "broken.py").write_text("def shift(tokens):\n    return (\n")
     before = snapshot(ROOT / "tinyar", ROOT / "lessons")
     tasks = [a for t in ("shift", "mask_positions", "replace", "cross_entropy", "total") for a in ("--task", t)]
-    r = cli("grade", str(folder), *tasks, "--timeout", "15", "--jobs", "2", "--json", env={"EVIL_PID_FILE": str(pid_file)})
-    assert r.returncode == 1, r.stderr
+    # the hung task must meet the limit after it started its child, and no other task may meet it:
+    # a short limit keeps this quick, a longer one is tried only where the machine is too busy for it
+    for limit in ("15", "60", "240"):
+        pid_file.unlink(missing_ok=True)
+        r = cli("grade", str(folder), *tasks, "--timeout", limit, "--jobs", "2", "--json",
+                env={"EVIL_PID_FILE": str(pid_file)})
+        assert r.returncode == 1, r.stderr
+        subs = {name(s["submission"]): {t["task"]: t for t in s["tasks"]} for s in json.loads(r.stdout)}
+        others = [t for n, s in subs.items() for k, t in s.items() if (n, k) != ("evil", "shift")]
+        if pid_file.exists() and not any("time limit" in t["reason"] for t in others):
+            break
     assert "chatter" not in r.stdout + r.stderr and len(r.stdout) < 20_000
-    subs = {name(s["submission"]): {t["task"]: t for t in s["tasks"]} for s in json.loads(r.stdout)}
     evil, broken = subs["evil"], subs["broken"]
-    assert evil["shift"]["status"] == "failed" and "15 s time limit" in evil["shift"]["reason"]
-    stat = Path(f"/proc/{pid_file.read_text()}/stat")   # the hung task's own child was stopped too
-    assert not stat.exists() or stat.read_text().split(")")[1].split()[0] == "Z"   # gone, or dead awaiting reaping
+    assert evil["shift"]["status"] == "failed" and f"{limit} s time limit" in evil["shift"]["reason"]
+    assert "--timeout" in evil["shift"]["reason"]           # and how to raise it on a slow machine
+    assert stopped(int(pid_file.read_text()))               # the hung task's own child was stopped too
     assert evil["mask_positions"]["status"] == "passed"
     assert evil["replace"]["status"] == "failed" and "SIGSEGV" in evil["replace"]["reason"]
     assert evil["cross_entropy"]["status"] == "failed" and "exited with code 3" in evil["cross_entropy"]["reason"]
@@ -190,23 +227,24 @@ def test_grading_survives_hangs_crashes_exits_chatter_and_syntax_errors(tmp_path
     assert not (ROOT / "written_by_submission.txt").exists()
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_grading_and_every_process_it_started(tmp_path):
     (tmp_path / "evil.py").write_text(EVIL)
     pid_file = tmp_path / "sleep.pid"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "grade", str(tmp_path / "evil.py"), "--task", "shift"],
-                            cwd=ROOT, env={**os.environ, "EVIL_PID_FILE": str(pid_file)},
+    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "grade", str(tmp_path / "evil.py"), "--task", "shift",
+                             "--timeout", GENEROUS], cwd=ROOT, env={**os.environ, "EVIL_PID_FILE": str(pid_file)},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for _ in range(600):                          # until the hung task has started its own child
-        if pid_file.exists() and pid_file.read_text():
-            break
-        time.sleep(0.1)
+    end = time.monotonic() + 1200
+    while not pid_file.exists() and proc.poll() is None and time.monotonic() < end:
+        time.sleep(0.1)                           # until the hung task has started its own child
+    assert pid_file.exists(), f"the hung task never started its child: {proc.poll()=}"
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=600)
     assert proc.returncode != 0 and "Traceback" not in err
-    stat = Path(f"/proc/{pid_file.read_text()}/stat")
-    assert not stat.exists() or stat.read_text().split(")")[1].split()[0] == "Z"
+    assert stopped(int(pid_file.read_text()))
 
 
+@pytest.mark.slow
 def test_pytest_marker_selects_one_task_and_runs_it_on_a_submission():
     base = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_assign_tasks.py"]
     r = subprocess.run(base + ["-m", "zloss", "--collect-only"], cwd=ROOT, capture_output=True, text=True)

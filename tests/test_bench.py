@@ -57,6 +57,7 @@ def test_kernel_cache_off_and_damaged(tmp_path, monkeypatch):
     assert pickle.loads(bad.read_bytes())["programs"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("vs_torch", [False, True])
 def test_cli_bench_prints_the_table(tmp_path, monkeypatch, vs_torch):
     monkeypatch.setenv("TINYAR_KERNEL_CACHE", str(tmp_path / "k.pkl"))
@@ -76,7 +77,8 @@ def test_cli_bench_prints_the_table(tmp_path, monkeypatch, vs_torch):
         ref = rows["x-transformers"]
         assert ref["vs_torch"] == 1.0 and tiny["vs_torch"] == pytest.approx(ref["step_s"] / tiny["step_s"])
         assert out["vs_torch"] == tiny["vs_torch"]   # the headline numbers a script reads
-        assert out["rss_vs_torch"] == pytest.approx(tiny["peak_rss"] / ref["peak_rss"])
+        if ref["peak_rss"]:   # growth can be 0 on a model this small
+            assert out["rss_vs_torch"] == pytest.approx(tiny["peak_rss"] / ref["peak_rss"])
     assert out["first_step"] is None   # only with --first-step
     res = CliRunner().invoke(cli, ["bench", *RUN_FLAGS, "--timed-steps", "1"])
     assert res.exit_code == 0 and "tokens/s" in res.output and "numpy" in res.output
@@ -93,6 +95,7 @@ def test_graph_hash_of_the_custom_backward_is_the_same_in_every_process():
     assert len(keys) == 1 and len(keys.pop().strip()) == 64
 
 
+@pytest.mark.slow
 def test_a_second_run_from_the_kernel_cache_trains_identically(tmp_path):
     # run 2 takes its schedules and generated code from run 1's cache file: same losses, bit for bit
     corpus = tmp_path / "c.txt"

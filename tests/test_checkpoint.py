@@ -149,3 +149,118 @@ def test_keep_prunes_oldest_only_after_the_new_one_is_written(tmp_path):
     with pytest.raises(ValueError, match="keep must be at least 1"):
         ckpt.save(tmp_path, 60, arrays(), meta(60), keep=0)
     assert len(ckpt.checkpoints(tmp_path)) == 2
+
+
+# ── damage is detected, each tensor stored once (issue: twenty flipped bytes loaded silently) ──
+
+def trainer_state():
+    """A TINY trainer's real checkpoint arrays (no step runs, so nothing compiles)."""
+    from tinyar.train import Trainer
+    t = Trainer(TINY)
+    return t, t.state_arrays()
+
+
+def test_each_tensor_is_stored_once():
+    # proves the optimizer's references to the weights are not saved again: a checkpoint holds
+    # the weights once plus AdamW's two moments per weight and its three scalars per group
+    from tinygrad.nn.state import get_state_dict
+    t, arrays = trainer_state()
+    weights = sum(v.nbytes for k, v in arrays.items() if k.startswith("model."))
+    assert weights == sum(v.numpy().nbytes for v in get_state_dict(t.model).values())
+    assert sum(a.nbytes for a in arrays.values()) == 3 * weights + 2 * 3 * 4     # m, v; lr, b1_t, b2_t (f32)
+    assert not any(".params." in k or k.startswith("optim.params") for k in arrays)
+
+
+def test_flipped_bytes_or_a_relabelled_dtype_are_refused_naming_the_file_and_the_fallback(tmp_path):
+    _, good = trainer_state()
+    before = ckpt.save(tmp_path, 10, good, meta(10))
+    path = ckpt.save(tmp_path, 20, good, meta(20))
+    raw = bytearray(path.read_bytes())
+    start = 8 + struct.unpack("<Q", raw[:8])[0]
+    for i in np.random.default_rng(0).choice(np.arange(start, len(raw)), 20, replace=False):
+        raw[i] ^= 0xFF                                                   # twenty flipped bytes in tensor data
+    path.write_bytes(bytes(raw))
+    for load in (ckpt.read_safetensors, ckpt.load):
+        with pytest.raises(CheckpointError) as e:
+            load(path)
+        msg = str(e.value)
+        assert f"checkpoint {path} is damaged: tensor " in msg and "does not match its checksum" in msg
+        assert f"fall back to the one before it, {before.name}" in msg and "\n" not in msg
+    # model.tok_emb relabelled F32 -> I32 (same bytes, same header length): caught too
+    path = ckpt.save(tmp_path, 20, good, meta(20))
+    raw = path.read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    header["model.tok_emb"]["dtype"] = "I32"
+    relabelled = json.dumps(header).encode().ljust(n)
+    assert len(relabelled) == n
+    path.write_bytes(raw[:8] + relabelled + raw[8 + n:])
+    with pytest.raises(CheckpointError, match=r"tensor model\.tok_emb does not match its checksum"):
+        ckpt.read_safetensors(path)
+
+
+def test_a_file_without_checksums_or_with_one_missing_is_damaged(tmp_path):
+    path = ckpt.save(tmp_path, 3, arrays(), meta(3))
+    raw = path.read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    for change in ("drop all", "drop one"):
+        h = json.loads(json.dumps(header))
+        if change == "drop all":
+            del h["__metadata__"]["sha256"]
+        else:
+            h["__metadata__"]["sha256"] = json.dumps({"model.w": json.loads(header["__metadata__"]["sha256"])["model.w"]})
+        head = json.dumps(h).encode()
+        path.write_bytes(struct.pack("<Q", len(head)) + head + raw[8 + n:])
+        with pytest.raises(CheckpointError, match=f"checkpoint {path} is .*no earlier checkpoint"):
+            ckpt.read_safetensors(path)
+
+
+def test_nan_or_inf_weights_are_refused_on_load(tmp_path):
+    # proves a checkpoint holding NaN/inf (written by an older version, or edited) is never
+    # trained on or sampled: both read it through read_safetensors
+    for bad in (np.nan, np.inf):
+        a = arrays()
+        a["model.w"][1, 2] = bad
+        path = ckpt.save(tmp_path, 4, a, meta(4))
+        with pytest.raises(CheckpointError) as e:
+            ckpt.load(path)
+        assert f"checkpoint {path} is unusable: model.w holds {'NaN' if np.isnan(bad) else 'inf'}" in str(e.value)
+
+
+def legacy_file(path, arrays: dict, meta: dict):
+    """A checkpoint as tinyar wrote it before checksums: no sha256 metadata, and every weight also
+    stored as the optimizer's optim.optimizers.N.params.M and optim.params.M."""
+    header, blobs, offset = {"__metadata__": {"tinyar": json.dumps(meta)}}, [], 0
+    for name, a in arrays.items():
+        header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [offset, offset + a.nbytes]}
+        blobs.append(a.tobytes())
+        offset += a.nbytes
+    head = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(head)) + head + b"".join(blobs))
+
+
+def test_an_older_checkpoint_still_loads_and_its_weights_come_from_model_only(tmp_path):
+    # proves old run folders stay usable, and that train reads the same weights as sample
+    # (model.*): the optimizer's extra copies in an old file are ignored, even when they differ
+    from tinygrad.nn.state import get_state_dict
+    t, arrays = trainer_state()
+    arrays = {k: a + 0.5 for k, a in arrays.items()}                    # not the fresh trainer's values
+    model_name = {id(v): f"model.{k}" for k, v in get_state_dict(t.model).items()}
+    old = dict(arrays)
+    for k, v in get_state_dict(t.opt).items():                        # the copies, filled with zeros
+        if id(v) in model_name:
+            old[f"optim.{k}"] = np.zeros_like(arrays[model_name[id(v)]])
+    assert len(old) == len(arrays) + 2 * len(model_name) and "optim.optimizers.1.params.0" in old
+    legacy_file(tmp_path / "ckpt-00000004.safetensors", old, meta(4))
+    got, m = ckpt.read_safetensors(tmp_path / "ckpt-00000004.safetensors")
+    t.load_state(got, m)
+    assert all(np.array_equal(v.numpy(), arrays[f"model.{k}"]) for k, v in get_state_dict(t.model).items())
+    assert t.step == 4
+
+
+def test_trainer_refuses_a_tensor_of_the_wrong_dtype():
+    t, good = trainer_state()
+    with pytest.raises(ValueError, match=r"model\.tok_emb is int32, the model needs float32"):
+        t.load_state(dict(good, **{"model.tok_emb": good["model.tok_emb"].view(np.int32)}), meta(4))
+    assert t.step == 0

@@ -157,6 +157,18 @@ def test_resume_from_a_damaged_or_foreign_checkpoint_names_the_file(corpus, tmp_
     newest.write_bytes(newest.read_bytes()[:100])                     # copied half-way
     msg = error_line(invoke("train", "--resume", run))
     assert str(newest) in msg and "truncated or corrupted" in msg and "ckpt-00000005.safetensors" in msg
+    # NaN weights, and one flipped bit: refused before training, never called "the last good checkpoint"
+    m = ckpt.read_safetensors(ckpt.checkpoints(run)[0])[1] | {"step": 10}
+    ckpt.save(run, 10, {"model.w": np.array([np.nan, 0], np.float32)}, m)
+    nan_msg = error_line(invoke("train", "--resume", run))
+    ckpt.save(run, 10, {"model.w": np.array([2.0, 0], np.float32)}, m)
+    raw = bytearray(newest.read_bytes())
+    raw[-1] ^= 1                                                       # in model.w's last byte
+    newest.write_bytes(bytes(raw))
+    flip_msg = error_line(invoke("train", "--resume", run))
+    for msg, words in ((nan_msg, "model.w holds NaN"), (flip_msg, "tensor model.w does not match its checksum")):
+        assert str(newest) in msg and words in msg and "fall back to the one before it, ckpt-00000005" in msg
+        assert "last good" not in msg and "--lr" not in msg
     newest.unlink()
     fake_run(run, corpus, step=10, vocab=512)                         # another vocabulary
     msg = error_line(invoke("train", "--resume", run))
@@ -187,6 +199,7 @@ def test_a_bad_device_is_reported_before_the_run_folder(corpus, tmp_path):
     assert "device NOSUCHDEV does not work here" in msg and "already holds a run" not in msg
 
 
+@pytest.mark.slow
 def test_no_usable_device_says_to_install_clang(corpus, tmp_path):
     # a real process with clang removed from PATH: tinygrad's CPU backend can't compile, and the
     # probe must notice (compiled kernels cached on disk would otherwise hide it until step 1)

@@ -3,6 +3,7 @@
 Nothing is trained here (no tinygrad kernels), so these run in seconds.
 """
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -50,6 +51,57 @@ def test_a_folder_is_every_file_below_it_in_sorted_order(tmp_path):
     assert len(c) == len(full) and b"HIDDEN" not in full.tobytes()
     np.testing.assert_array_equal(np.concatenate([np.asarray(c.train), np.asarray(c.val)]), full)
     check_windows(c, full)
+
+
+def test_an_unreadable_subfolder_is_refused_not_skipped(tmp_path, monkeypatch):
+    # proves a folder corpus never trains on part of itself without a word: a subfolder that
+    # can't be listed is an error naming it (as root, permissions don't apply: the listing is
+    # made to fail the way it fails for a user)
+    d = tmp_path / "notes"
+    (d / "locked").mkdir(parents=True)
+    (d / "a.txt").write_bytes(b"readable text " * 10)
+    (d / "locked" / "b.txt").write_bytes(b"secret text " * 10)
+    if os.geteuid() == 0:
+        real = os.scandir
+        def scandir(path="."):
+            if Path(path) == d / "locked":
+                raise PermissionError(13, "Permission denied", str(path))
+            return real(path)
+        monkeypatch.setattr(os, "scandir", scandir)
+    (d / "locked").chmod(0)
+    try:
+        with pytest.raises(CorpusError) as e:
+            Corpus(d, T)
+    finally:
+        (d / "locked").chmod(0o755)
+    msg = str(e.value)
+    assert f"cannot read folder {d / 'locked'} in corpus {d}: Permission denied" in msg and "chmod" in msg
+
+
+@pytest.fixture
+def no_hang():
+    """Fail instead of hanging: a blocked open() is interrupted by SIGALRM after 60 s."""
+    def alarm(signum, frame):
+        raise TimeoutError("hung on a corpus path")
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.alarm(60)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_fifo_is_refused_at_once_alone_or_in_a_folder(tmp_path, no_hang):
+    # proves a named pipe with no writer (opening it would wait forever) gets a one-line error
+    # that says how to stream a corpus instead (`-`, which train copies into the run folder)
+    d = tmp_path / "texts"
+    d.mkdir()
+    (d / "a.txt").write_bytes(b"some text " * 10)
+    os.mkfifo(d / "pipe")
+    for spec, where in ((d / "pipe", ""), (d, f" (in corpus {d})"), (str(d / "*"), f" (in corpus {d / '*'})")):
+        with pytest.raises(CorpusError) as e:
+            Corpus(spec, T)
+        assert str(e.value) == (f"corpus {d / 'pipe'}{where} is a named pipe (FIFO), not a file; to train on a "
+                                f"stream, pipe it in: cat {d / 'pipe'} | python cli.py train -")
 
 
 def test_a_glob_pattern_and_several_arguments(tmp_path):

@@ -26,12 +26,14 @@ def pair():
     return one, two, losses(one), losses(two)
 
 
+@pytest.mark.slow
 def test_data_parallel_matches_one_device(pair):
     # same global batch split over two devices: every component equals the one-device run
     _, _, a, b = pair
     np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_weights_identical_on_every_device(pair):
     # after the steps each device holds the same weights, equal to the one-device weights
     one, two, _, _ = pair
@@ -40,6 +42,7 @@ def test_weights_identical_on_every_device(pair):
         np.testing.assert_allclose(two.model.tok_emb.to(d).numpy(), w1, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_checkpoints_move_between_one_and_many_devices(pair):
     # a multi-device checkpoint loads on one device (and back) and continues identically
     one, two, _, _ = pair
@@ -112,6 +115,7 @@ def restore_dev():
     DEV.value, os.environ["DEV"] = saved, env
 
 
+@pytest.mark.slow
 def test_cli_trains_data_parallel(tmp_path, restore_dev):
     # DEV=CPU:0 would name a renderer in tinygrad, so the CLI must keep indices out of DEV
     import json

@@ -132,6 +132,7 @@ def runs():
     return out
 
 
+@pytest.mark.slow
 def test_float16_training_is_close_to_float32(runs):
     # proves half training works (finite, falling, close to float32) and really is half (not identical)
     (_, ref), (_, half) = runs["float32"], runs["float16"]
@@ -143,6 +144,7 @@ def test_float16_training_is_close_to_float32(runs):
     assert any(r["zloss"] != s["zloss"] for r, s in zip(ref, half)), "float16 gave float32's exact numbers"
 
 
+@pytest.mark.slow
 def test_float16_run_keeps_float32_master_weights(runs):
     # the optimizer updates float32 weights and keeps float32 moments
     trainer, _ = runs["float16"]
@@ -152,6 +154,7 @@ def test_float16_run_keeps_float32_master_weights(runs):
     assert len(moments) >= 3 * len(trainer.params)   # the weights again, AdamW's m and v
     assert all(t.dtype == dtypes.float32 for t in moments.values())
 
+@pytest.mark.slow
 def test_half_checkpoint_loads_in_a_float32_run_and_sampler(runs, tmp_path):
     # a checkpoint of a float16 run holds float32 arrays; a float32 Trainer restores it exactly
     # and trains on; `sample` builds a float32 model from it unless told otherwise
@@ -173,6 +176,7 @@ def test_half_checkpoint_loads_in_a_float32_run_and_sampler(runs, tmp_path):
     assert load_model(tmp_path, "float16")[0].dtype == dtypes.float16
 
 
+@pytest.mark.slow
 def test_float16_model_samples_with_the_kv_cache(runs):
     # what `train` does after each validation: sample from the live float16 model. The cache holds
     # float16 keys and values; its logits match re-running the whole window (same dtype)

@@ -218,6 +218,7 @@ def x_net(xt, args, state, dtype="float64"):
 
 
 @live
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["fcm", "replace"])
 def test_tinyar_to_x_transformers_gives_the_same_numbers(tiny, xt, mode, capsys):
     """conftest's tiny run (PAD targets, a fixed mask, z-loss and next-embed weighted in), exported:
@@ -247,6 +248,7 @@ def test_tinyar_to_x_transformers_gives_the_same_numbers(tiny, xt, mode, capsys)
 
 
 @live
+@pytest.mark.slow
 def test_the_wrapper_arguments_do_what_the_notes_say(tiny, xt):
     """AutoregressiveWrapper(net, **args) on a seq_len window: ce over targets != PAD, the fcm rule
     (k = min(floor(n*p), n-1) hidden keys per row, never position 0), z-loss weighted once by
@@ -276,6 +278,7 @@ def test_the_wrapper_arguments_do_what_the_notes_say(tiny, xt):
 
 
 @live
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", [
     dict(dim=16, depth=1, heads=1, dim_head=16, vocab=300, seq_len=64, next_embed=False),
     dict(dim=16, depth=3, heads=4, dim_head=64, vocab=258, seq_len=9, next_embed=True),
@@ -291,6 +294,7 @@ def test_fresh_x_transformers_models_round_trip(xt, shape):
 
 
 @live
+@pytest.mark.slow
 def test_the_export_file_loads_with_safetensors_torch(run, tmp_path, xt):
     torch, _ = xt
     safetensors_torch = pytest.importorskip("safetensors.torch")
@@ -302,6 +306,7 @@ def test_the_export_file_loads_with_safetensors_torch(run, tmp_path, xt):
 
 
 @live
+@pytest.mark.slow
 def test_the_recipe_continues_adamw_where_tinyar_left_it(run, tmp_path, xt):
     """tinyar/ddp_continue.make_optimizer with the exported moments and step takes tinyar's AdamW
     step (tinygrad's rule, in numpy: bias corrections at step + 1, decay on matrices only)."""

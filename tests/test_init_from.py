@@ -110,6 +110,7 @@ def test_init_weights_fills_a_fresh_trainer(exported, tmp_path):
 
 
 @live
+@pytest.mark.slow
 def test_a_torch_save_state_dict_is_read_with_weights_only(exported, tmp_path):
     import torch
     _, state = exported

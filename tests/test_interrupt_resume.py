@@ -4,15 +4,18 @@ One chain of runs on a folder corpus (text + binary files), all with the suite's
 (plus --mlm/--zloss, as in test_train.py, so the compiled kernels are shared):
 
   A  a real process, Ctrl-C (SIGINT) after its first row     -> exit 130, checkpoint, resume command
-  B  that resume command, SIGTERM after its first new row    -> exit 143, checkpoint, resume command
+  B  that resume command, SIGTERM in its first new step      -> exit 143, checkpoint, resume command
   C  that resume command, to the end                         -> exit 0
   R  the same 40 steps straight, in this process (the reference)
 
 A+B+C must give R's numbers exactly: every loss component, gradient norm and learning rate of
 every step, the validation rows, and the final weights, AdamW moments and step counters
 (b1_t, b2_t) bit for bit. B and C run in this process (CliRunner) to share compiled kernels;
-A is the only training subprocess, and it compiles while R does.
+A is the only training subprocess, and it compiles while R does. Both signals are timed by
+events (a row read from a pipe, a step taken), never by the clock, so a busy machine changes
+nothing.
 """
+import fcntl
 import json
 import os
 import shlex
@@ -20,7 +23,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +36,8 @@ from tinyar.config import COMPONENTS, Config
 from tinyar.data import Corpus, corpus_files
 from tinyar.run import StopOnSignal
 from tinyar.train import Trainer, train
+
+pytestmark = pytest.mark.slow   # real training runs, a subprocess among them
 
 ROOT = Path(__file__).parent.parent
 CHECKED = (*COMPONENTS, "grad_norm")
@@ -73,30 +77,50 @@ def corpus(tmp_path_factory):
 
 
 class SigintRun:
-    """Run A: `python cli.py train` in a subprocess; SIGINT as soon as its first row prints."""
+    """Run A: `python cli.py train` in a subprocess; SIGINT as soon as its first row prints.
+
+    Independent of the machine's load: the child's stdout is a pipe of one page (4 KiB) that
+    this test stops reading at the first row until the child reports the signal on stderr. So
+    the child can print at most 4 KiB past its first row before the signal reaches it (rows 2 to
+    40 take ~4.9 KB), and can't finish all its steps first however late this busy process sends it."""
+    PIPE_BYTES = 4096
 
     def __init__(self, corpus: Path, run: Path):
         env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+        read_end, write_end = os.pipe()
+        fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, self.PIPE_BYTES)
         self.proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "train", str(corpus), *RUN_FLAGS,
-                                      "--out", str(run)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      "--out", str(run)], stdout=write_end, stderr=subprocess.PIPE,
                                      text=True, env=env)
-        self.stdout, self.signalled_after, self.done = [], None, None
-        self.thread = threading.Thread(target=self._watch, daemon=True)
-        self.thread.start()
+        os.close(write_end)
+        self.out = os.fdopen(read_end, "rb", buffering=0)   # unbuffered: readline never reads ahead
+        self.stdout, self.stderr, self.signalled_after, self.done = [], [], None, None
+        self.took_signal = threading.Event()
+        self.threads = [threading.Thread(target=f, daemon=True) for f in (self._watch_stdout, self._watch_stderr)]
+        for t in self.threads:
+            t.start()
 
-    def _watch(self):
-        for line in self.proc.stdout:
-            self.stdout.append(line)
-            if self.signalled_after is None and line.startswith("step "):
-                self.signalled_after = line
+    def _watch_stdout(self):
+        for line in iter(self.out.readline, b""):
+            self.stdout.append(line.decode("utf-8", "replace"))
+            if self.signalled_after is None and self.stdout[-1].startswith("step "):
+                self.signalled_after = self.stdout[-1]
                 self.proc.send_signal(signal.SIGINT)
+                self.took_signal.wait(1800)    # read nothing more until the child has the signal
+
+    def _watch_stderr(self):
+        for line in self.proc.stderr:
+            self.stderr.append(line)
+            if line.startswith("SIGINT: finishing this step"):
+                self.took_signal.set()
+        self.took_signal.set()                 # the child ended (e.g. failed before any row)
 
     def result(self, timeout=1800) -> tuple[int, str, str]:
         if self.done is None:
-            stderr = self.proc.stderr.read()
             self.proc.wait(timeout)
-            self.thread.join(10)
-            self.done = self.proc.returncode, "".join(self.stdout), stderr
+            for t in self.threads:
+                t.join(60)
+            self.done = self.proc.returncode, "".join(self.stdout), "".join(self.stderr)
         return self.done
 
 
@@ -120,26 +144,25 @@ def reference(run_a, corpus):
 
 @pytest.fixture(scope="module")
 def run_b(run_a, reference, run_dir):
-    """Run B: run A's printed resume command, in this process, stopped by a real SIGTERM."""
+    """Run B: run A's printed resume command, in this process, stopped by a real SIGTERM. The
+    signal is sent from inside the resumed run's first new step (this process to itself), so it
+    arrives before the run can finish however busy the machine is."""
     code, _, stderr = run_a.result()
     assert code == 130, stderr
-    lines = lambda: (run_dir / "metrics.jsonl").read_text().count("\n")
-    start, sent = lines(), threading.Event()
+    real_step, sent_at = Trainer.train_step, []
 
-    def terminate_after_a_new_row():
-        while not sent.is_set():
-            handler = signal.getsignal(signal.SIGTERM)
-            # signal ourselves only once train's handler is in place (else SIGTERM would end pytest)
-            if isinstance(getattr(handler, "__self__", None), StopOnSignal) and lines() > start:
-                os.kill(os.getpid(), signal.SIGTERM)
-                sent.set()
-            time.sleep(0.02)
-    watcher = threading.Thread(target=terminate_after_a_new_row, daemon=True)
-    watcher.start()
-    res = CliRunner().invoke(cli, resume_args(stderr))
-    sent.set()
-    watcher.join(5)
-    return res
+    def step_then_sigterm(self, *args, **kwargs):
+        row = real_step(self, *args, **kwargs)
+        if not sent_at:
+            # only with train's handler in place (else SIGTERM would end pytest)
+            assert isinstance(getattr(signal.getsignal(signal.SIGTERM), "__self__", None), StopOnSignal)
+            sent_at.append(self.step)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return row
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Trainer, "train_step", step_then_sigterm)
+        return CliRunner().invoke(cli, resume_args(stderr))
 
 
 def test_sigint_finishes_the_step_saves_and_prints_the_resume_command(run_a, reference, run_dir):

@@ -87,6 +87,7 @@ def test_the_course_is_complete():
     assert LESSONS == sorted(EXPECTED), "add the new lesson's checks to EXPECTED (or remove the old one's)"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_lesson_runs_and_its_checks_hold(name, outputs):
     res = outputs[name]

@@ -231,6 +231,7 @@ LIVE_SHAPES = [  # fresh weights; the first reuses the fixture's shape (and tiny
 ]
 
 
+@pytest.mark.slow
 @live
 @pytest.mark.parametrize("shape", LIVE_SHAPES, ids=lambda s: "fixture-shape" if "xt_shape" in s else
                          f"d{s['depth']}h{s['heads']}v{s['vocab']}t{s['seq_len']}")
@@ -252,6 +253,7 @@ def test_live_parity(shape, capsys):
     assert all(d < GRAD_RTOL for d in grads.values()), grads
 
 
+@pytest.mark.slow
 @live
 @pytest.mark.parametrize("option, hint", [
     (dict(attn_layers=dict(rotary_pos_emb=True)), "rotary_pos_emb"),

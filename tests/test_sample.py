@@ -42,6 +42,7 @@ def run(tmp_path_factory):
 
 # ---- the cache
 
+@pytest.mark.slow
 @pytest.mark.parametrize("slide", [None, 1])  # T/2 (the default), and nanoGPT's window
 def test_cached_logits_match_uncached_at_every_position(run, slide):
     """A generation 4x longer than the context, so the window moves many times: the cached
@@ -59,6 +60,7 @@ def test_cached_logits_match_uncached_at_every_position(run, slide):
     assert worst < 1e-5, worst
 
 
+@pytest.mark.slow
 def test_long_prompt_keeps_its_last_seq_len_tokens(run):
     prompt = list(range(65, 65 + 3 * T))
     window = run["cached"].window
@@ -67,6 +69,7 @@ def test_long_prompt_keeps_its_last_seq_len_tokens(run):
     np.testing.assert_allclose(logits, run["uncached"].window.start(prompt[-T:]), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_generation_never_recompiles(run):
     """After one generation has compiled and captured everything, another one (other prompt,
     other positions, window moves) must not generate a single new kernel."""
@@ -79,12 +82,14 @@ def test_generation_never_recompiles(run):
 
 # ---- what a user sees
 
+@pytest.mark.slow
 def test_memorised_phrase_comes_back_greedily(run):
     text = run["cached"].generate("hello", 3 * T, temperature=0)  # the window moves 5 times
     assert text == ((PHRASE * 5)[len("hello"):])[:3 * T]
     assert run["uncached"].generate("hello", 3 * T, temperature=0) == text
 
 
+@pytest.mark.slow
 def test_sampler_made_before_training_follows_the_weights(run):
     """The train command's eval samples: a Sampler compiled mid-training reads the live weights."""
     final = run["live"].generate("hello", 3 * T, temperature=0)
@@ -92,6 +97,7 @@ def test_sampler_made_before_training_follows_the_weights(run):
     assert final != run["early"]  # it has learned since, so the text changed
 
 
+@pytest.mark.slow
 def test_greedy_is_deterministic_and_seed_repeats(run):
     s = run["cached"]
     assert s.generate("w", 40, temperature=0, seed=1) == s.generate("w", 40, temperature=0, seed=2)
@@ -100,6 +106,7 @@ def test_greedy_is_deterministic_and_seed_repeats(run):
     assert s.generate("w", 40, seed=7, **hot) != s.generate("w", 40, seed=8, **hot)
 
 
+@pytest.mark.slow
 def test_stop_string_ends_the_text_and_is_not_included(run):
     assert run["cached"].generate("hello", 100, temperature=0, stop="world") == " "
     assert run["cached"].generate("hello", 100, temperature=0, stop="\nhe") == " world"
@@ -167,6 +174,7 @@ def test_filters_chain_and_greedy_never_emits_mask_or_pad():
     assert draws == {10, 11}  # top-k keeps 10, 11, 12; min-p then drops 12 (e^-2 < 0.5 of the best)
 
 
+@pytest.mark.slow
 def test_filters_agree_with_x_transformers():
     """x-transformers' own top_k / top_p / min_p (torch) as an independent oracle, on random logits."""
     torch = pytest.importorskip("torch")
@@ -196,12 +204,14 @@ def sample_cmd(*args):
     return CliRunner().invoke(cli, ["sample", *map(str, args)], env={"TINYAR_KERNEL_CACHE": "0"})
 
 
+@pytest.mark.slow
 def test_load_model_gives_the_trained_model(run):
     model, path = load_model(run["dir"])
     assert path == ckpt.latest(run["dir"])
     assert Sampler(model).generate("hello", 20, temperature=0) == run["cached"].generate("hello", 20, temperature=0)
 
 
+@pytest.mark.slow
 def test_sample_command_streams_the_memorised_phrase(run):
     r = sample_cmd(run["dir"], "--prompt", "hello", "--greedy", "--max-new-tokens", 19, "--top-p", 0.9)
     assert r.exit_code == 0, r.output
@@ -211,12 +221,14 @@ def test_sample_command_streams_the_memorised_phrase(run):
     assert sample_cmd(*args).stdout == sample_cmd(*args).stdout
 
 
+@pytest.mark.slow
 def test_compare_cache_prints_both_speeds_and_same_text(run):
     r = sample_cmd(run["dir"], "--prompt", "hello", "--compare-cache", "--max-new-tokens", 3 * T, "--seed", 2)
     assert r.exit_code == 0, r.output
     assert "tok/s with the KV cache" in r.stdout and "same text: True" in r.stdout
 
 
+@pytest.mark.slow
 def test_prompt_file_takes_raw_bytes(run, tmp_path):
     f = tmp_path / "p.bin"
     f.write_bytes(b"\xff\xfehello")  # not UTF-8, but a byte model reads any bytes
@@ -228,15 +240,18 @@ def test_prompt_file_takes_raw_bytes(run, tmp_path):
 def bad_runs(run, tmp_path) -> dict:
     """Run folders that can't be sampled, keyed by words their error must contain."""
     arrays, meta = ckpt.read_safetensors(ckpt.latest(run["dir"]))
-    folders = {name: tmp_path / name for name in ("empty", "newer", "wider", "broken")}
+    folders = {name: tmp_path / name for name in ("empty", "newer", "wider", "broken", "nan", "int")}
     for folder in folders.values():
         folder.mkdir()
     ckpt.save(folders["newer"], 1, arrays, meta | {"config": meta["config"] | {"rope": True}})
     ckpt.save(folders["wider"], 1, arrays, meta | {"config": meta["config"] | {"dim": 32}})
     (folders["broken"] / "ckpt-00000001.safetensors").write_bytes(b"{}")
+    ckpt.save(folders["nan"], 1, arrays | {"model.head.weight": arrays["model.head.weight"] * np.nan}, meta)
+    ckpt.save(folders["int"], 1, arrays | {"model.tok_emb": arrays["model.tok_emb"].view(np.int32)}, meta)
     return {"does not exist": tmp_path / "nowhere", "no checkpoint": folders["empty"],
             "incompatible config": folders["newer"], "does not fit its own config": folders["wider"],
-            "truncated or corrupted": folders["broken"]}
+            "truncated or corrupted": folders["broken"], "model.head.weight holds NaN": folders["nan"],
+            "weight tok_emb is int32": folders["int"]}
 
 
 def assert_one_line_error(r, *words):
@@ -248,6 +263,7 @@ def assert_one_line_error(r, *words):
         assert w in lines[0], (w, lines[0])
 
 
+@pytest.mark.slow
 def test_bad_run_folders_give_one_line_errors(run, tmp_path):
     for words, folder in bad_runs(run, tmp_path).items():
         assert_one_line_error(sample_cmd(folder, "--prompt", "hi"), words, str(folder))
@@ -265,10 +281,12 @@ def test_bad_run_folders_give_one_line_errors(run, tmp_path):
     (["--stop", ""], ["--stop"]),
     (["--slide", str(T)], ["--slide"]),
 ])
+@pytest.mark.slow
 def test_bad_settings_give_one_line_errors(run, args, words):
     assert_one_line_error(sample_cmd(run["dir"], *args), *words)
 
 
+@pytest.mark.slow
 def test_empty_prompt_file(run, tmp_path):
     (tmp_path / "empty.txt").write_bytes(b"")
     assert_one_line_error(sample_cmd(run["dir"], "--prompt-file", tmp_path / "empty.txt"), "empty")

@@ -145,6 +145,7 @@ def test_header_rows_and_done_lines_fit_80_columns():
         max(printed, key=lambda ln: len(ln.rstrip()))
 
 
+@pytest.mark.slow
 def test_compiler_chatter_goes_to_the_run_folders_log_and_comes_back_on_an_error(tmp_path):
     # proves what the C compiler writes (here a clang that always warns) stays out of stdout and
     # stderr and is kept in RUN/compiler.log; and when the compiler fails (the same clang failing

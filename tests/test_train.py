@@ -18,6 +18,7 @@ def run():
     return cfg, trainer, rows
 
 
+@pytest.mark.slow
 def test_loss_falls_on_a_repetitive_corpus(run):
     # proves the jitted step really updates the weights in a useful direction
     cfg, _, rows = run
@@ -31,6 +32,7 @@ def test_loss_falls_on_a_repetitive_corpus(run):
     assert val[-1]["val_bpb"] == pytest.approx(val[-1]["val_ce"] / np.log(2))
 
 
+@pytest.mark.slow
 def test_every_component_is_reported_and_total_is_weighted(run):
     # total = ce + w_z * zloss (next-embed off): the trained-on total matches its parts
     cfg, _, rows = run
@@ -39,6 +41,7 @@ def test_every_component_is_reported_and_total_is_weighted(run):
         assert r["next_embed"] == 0.0 and r["grad_norm"] > 0
 
 
+@pytest.mark.slow
 def test_same_seed_same_losses(run):
     # a fresh Trainer with the same seed draws the same windows and masks and gets the same numbers
     cfg, _, rows = run
@@ -59,6 +62,7 @@ def test_lr_schedule_warms_up_then_decays():
     assert lr_at(cfg.steps, cfg) == pytest.approx(cfg.lr * cfg.min_lr_ratio)
 
 
+@pytest.mark.slow
 def test_cli_train_writes_table_metrics_checkpoint_and_sample(tmp_path):
     # the user's main job through Click: rows for every component, "off" for unused ones
     corpus = tmp_path / "corpus.txt"

@@ -125,7 +125,8 @@ def grade_task(task_id: str, path: Path | None, timeout: float = 120.0, seed: in
                 with RUNNING_LOCK:
                     RUNNING.discard(proc)
         if code is None:
-            out = {"status": FAILED, "reason": f"stopped at the {timeout:g} s time limit (an endless loop?)"}
+            out = {"status": FAILED, "reason": f"stopped at the {timeout:g} s time limit (an endless loop? a slow or "
+                                           f"busy machine may need more: --timeout {2 * timeout:g})"}
         elif result.exists():
             out = json.loads(result.read_text())
         else:

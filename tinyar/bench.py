@@ -261,7 +261,8 @@ def run(cfg: Config, timed_steps: int = 10, vs_torch: bool = False, components: 
     for r in rows:
         r["vs_torch"] = ref["step_s"] / r["step_s"] if ref else None
     tiny = next(r for r in rows if r["name"].startswith("tinyar"))
-    rss_ratio = (tiny["peak_rss"] / ref["peak_rss"] if ref and tiny["peak_rss"] and ref["peak_rss"] else None)
+    rss_ratio = (tiny["peak_rss"] / ref["peak_rss"]
+                 if ref and tiny["peak_rss"] is not None and ref["peak_rss"] else None)   # None: not measurable
     first_step_s = None
     if first:
         on_status("first step in fresh processes: cold caches, then warm")

@@ -1,10 +1,14 @@
 """Checkpoints: one safetensors file per save (weights, optimizer moments, and the config,
 step and data-RNG state as JSON metadata), written to a temp file and renamed, so a crash
 mid-write never replaces a good checkpoint. Only safetensors are ever read (no pickle).
+Each tensor carries a checksum (sha256 of its dtype, shape and bytes) that is verified on
+load, and NaN/inf weights are refused, so a damaged file is never trained on or sampled.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import struct
 from pathlib import Path
@@ -21,8 +25,16 @@ class CheckpointError(ValueError):
     """A checkpoint can't be read or doesn't fit. The message names the file."""
 
 
+def checksum(dtype: str, shape: list[int], data) -> str:
+    """sha256 of a tensor's dtype, shape and bytes: flipped bytes or a relabelled dtype change it."""
+    h = hashlib.sha256(f"{dtype} {list(shape)} ".encode())
+    h.update(data)
+    return h.hexdigest()
+
+
 def write_safetensors(path: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
-    """Write arrays + JSON metadata to `path` atomically (temp file in the same folder, fsync, rename)."""
+    """Write arrays + JSON metadata (+ a checksum per tensor) to `path` atomically (temp file in
+    the same folder, fsync, rename)."""
     try:
         write_atomic(path, arrays, {"tinyar": json.dumps(meta)})
     except OSError as e:
@@ -31,17 +43,20 @@ def write_safetensors(path: Path, arrays: dict[str, np.ndarray], meta: dict) -> 
 
 
 def write_atomic(path: Path, arrays: dict[str, np.ndarray], tags: dict[str, str]) -> None:
-    """Any safetensors file (`tags`: its string metadata), written to a temp file and renamed,
-    so a reader sees the old file or the whole new one. Raises OSError."""
-    header, offset, blobs = {"__metadata__": tags}, 0, []
+    """Any safetensors file: `tags` (string metadata) plus "sha256" (a checksum per tensor),
+    written to a temp file and renamed, so a reader sees the old file or the whole new one.
+    Raises OSError. (`python cli.py export` writes x-transformers' weights with it.)"""
+    header, offset, blobs, sums = {}, 0, [], {}
     for name, a in arrays.items():
         a = np.ascontiguousarray(a)
         if a.dtype not in NAMES:
             a = a.astype(np.float32)
         blob = a.tobytes()
         header[name] = {"dtype": NAMES[a.dtype], "shape": list(a.shape), "data_offsets": [offset, offset + len(blob)]}
+        sums[name] = checksum(NAMES[a.dtype], list(a.shape), blob)
         blobs.append(blob)
         offset += len(blob)
+    header["__metadata__"] = tags | {"sha256": json.dumps(sums)}
     head = json.dumps(header).encode()
     head += b" " * (-len(head) % 8)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -73,8 +88,9 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def parse_safetensors(raw: bytes) -> tuple[dict[str, np.ndarray], dict]:
-    """Any safetensors file's bytes -> (arrays, string metadata), by a plain parser (never pickle).
-    BF16 arrays come back as float32. Raises ValueError if the bytes are not a whole file."""
+    """Any safetensors file's bytes (x-transformers' weights, say) -> (arrays, string metadata), by
+    a plain parser (never pickle). BF16 comes back as float32; a "sha256" tag is verified. Raises
+    ValueError if the bytes are not a whole, intact file."""
     if len(raw) < 8 or struct.unpack("<Q", raw[:8])[0] > len(raw) - 8:
         raise ValueError("truncated")
     (n,) = struct.unpack("<Q", raw[:8])
@@ -84,10 +100,13 @@ def parse_safetensors(raw: bytes) -> tuple[dict[str, np.ndarray], dict]:
     tags = header.pop("__metadata__", None) or {}
     data, arrays = memoryview(raw)[8 + n:], {}
     try:
+        sums = json.loads(tags["sha256"]) if "sha256" in tags else None
         for name, h in header.items():
             lo, hi = h["data_offsets"]
             if not 0 <= lo <= hi <= len(data):
                 raise ValueError("truncated")
+            if sums is not None and sums.get(name) != checksum(h["dtype"], h["shape"], data[lo:hi]):
+                raise ValueError(f"tensor {name} does not match its checksum")
             if h["dtype"] == "BF16":    # bfloat16 is the top half of a float32
                 a = (np.frombuffer(data[lo:hi], np.uint16).astype(np.uint32) << 16).view(np.float32)
             else:
@@ -95,34 +114,67 @@ def parse_safetensors(raw: bytes) -> tuple[dict[str, np.ndarray], dict]:
             arrays[name] = a.reshape(h["shape"]).copy()
         if max((h["data_offsets"][1] for h in header.values()), default=0) != len(data):
             raise ValueError("size does not match the header")
-    except (KeyError, TypeError) as e:
+    except (KeyError, TypeError, AttributeError) as e:
         raise ValueError(f"unreadable header ({e})") from None
     return arrays, tags
 
 
+def fallback(path: Path) -> str:
+    """What to do instead of using a bad checkpoint: the one saved before it, if any."""
+    earlier = [p for p in checkpoints(path.parent) if p.name < path.name]
+    return (f"delete it to fall back to the one before it, {earlier[-1].name}" if earlier else
+            f"no earlier checkpoint in {path.parent} to fall back to: train again with --force")
+
+
 def read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], dict]:
-    """Read a tinyar checkpoint with a plain parser (never pickle, so a file can't run code);
-    raise CheckpointError naming the file if it is damaged or not tinyar's."""
+    """Read a tinyar checkpoint with a plain parser (never pickle, so a file can't run code),
+    verifying every tensor's checksum; raise CheckpointError naming the file and the fallback if it
+    is damaged, holds NaN/inf, or is not tinyar's."""
     path = Path(path)
     try:
         raw = path.read_bytes()
     except OSError as e:
         raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror}") from None
-    damaged = CheckpointError(f"checkpoint {path} is truncated or corrupted ({len(raw)} bytes); delete it to "
-                              f"fall back to an earlier one")
+    damaged = lambda why=f"truncated or corrupted ({len(raw)} bytes)": CheckpointError(
+        f"checkpoint {path} is {why}; {fallback(path)}")
+    if len(raw) < 8 or struct.unpack("<Q", raw[:8])[0] > len(raw) - 8:
+        raise damaged()
+    (n,) = struct.unpack("<Q", raw[:8])
     try:
-        arrays, tags = parse_safetensors(raw)
+        header = json.loads(raw[8:8 + n])
     except ValueError:
-        raise damaged from None
+        raise damaged() from None
+    if not isinstance(header, dict):
+        raise damaged()
+    tags = header.pop("__metadata__", None)
     if not isinstance(tags, dict) or "tinyar" not in tags:
         raise CheckpointError(f"{path} is not a tinyar checkpoint (no tinyar metadata); pass a run folder "
                               f"written by `python cli.py train`")
     try:
         meta = json.loads(tags["tinyar"])
+        # files from before checksums stored every weight three times (model.*, optim.params.*, ...)
+        sums = json.loads(tags["sha256"]) if "sha256" in tags or "optim.params.0" not in header else None
+        data, arrays = memoryview(raw)[8 + n:], {}
+        for name, h in header.items():
+            lo, hi = h["data_offsets"]
+            if not 0 <= lo <= hi <= len(data):
+                raise ValueError("truncated")
+            if sums is not None and sums.get(name) != checksum(h["dtype"], h["shape"], data[lo:hi]):
+                raise damaged(f"damaged: tensor {name} does not match its checksum")
+            arrays[name] = np.frombuffer(data[lo:hi], dtype=DTYPES[h["dtype"]]).reshape(h["shape"]).copy()
+        if max((h["data_offsets"][1] for h in header.values()), default=0) != len(data):
+            raise ValueError("size does not match the header")
+        if sums is not None and set(sums) != set(header):
+            raise damaged(f"damaged: {len(header)} tensors, {len(sums)} checksums")
         if not (isinstance(meta, dict) and {"config", "step", "rng"} <= set(meta)):
             raise ValueError("metadata lacks config, step or rng")
-    except (ValueError, TypeError):
-        raise damaged from None
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise (e if isinstance(e, CheckpointError) else damaged()) from None
+    for name, a in arrays.items():
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            bad = a[~np.isfinite(a)].flat[0]
+            raise damaged(f"unusable: {name} holds {'NaN' if math.isnan(bad) else bad} (saved from a run that "
+                          f"diverged?)")
     return arrays, meta
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import glob
 import mmap
 import os
+import stat
 import sysconfig
 from pathlib import Path
 
@@ -106,33 +107,67 @@ class Files:
         return a if dtype is None else a.astype(dtype)
 
 
-def _is_hidden(path: Path, root: Path) -> bool:
-    return any(part.startswith(".") for part in path.relative_to(root).parts)
+KINDS = {stat.S_IFIFO: "a named pipe (FIFO)", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+         stat.S_IFSOCK: "a socket"}
+
+
+def _regular(paths: list[Path], spec) -> list[Path]:
+    """The regular files among paths; directories and broken links are passed over, anything
+    else (a FIFO would block the first read forever) is refused."""
+    found = []
+    for path in paths:
+        try:
+            mode = path.stat().st_mode
+        except FileNotFoundError:
+            continue   # a broken symbolic link
+        except OSError as e:
+            raise CorpusError(f"cannot read corpus {path}: {e.strerror}") from None
+        if stat.S_ISREG(mode):
+            found.append(path)
+        elif not stat.S_ISDIR(mode):
+            where = "" if path == Path(spec) else f" (in corpus {spec})"
+            raise CorpusError(f"corpus {path}{where} is {KINDS.get(stat.S_IFMT(mode), 'not a regular file')}, not "
+                              f"a file; to train on a stream, pipe it in: cat {path} | python cli.py train -")
+    return found
+
+
+def _folder_files(root: Path) -> list[Path]:
+    """Every file below root (hidden files and folders, like .git, skipped), sorted. A subfolder
+    that can't be read is an error, not a silent gap in the corpus."""
+    def refuse(e: OSError):
+        raise CorpusError(f"cannot read folder {e.filename} in corpus {root}: {e.strerror}; make it readable "
+                          f"(chmod -R u+rX) or move it out of the corpus")
+    found = []
+    for folder, dirs, names in os.walk(root, onerror=refuse):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [Path(folder, n) for n in names if not n.startswith(".")]
+    return _regular(sorted(found), root)
 
 
 def corpus_files(specs: list[str | os.PathLike]) -> list[Path]:
     """Files a list of corpus arguments names, in order: a file is itself; a directory is every
     file below it (hidden ones like .git skipped), sorted by path; a glob pattern ('data/*.txt',
-    'src/**/*.py') is its matches, sorted. Raises CorpusError naming a spec that gives nothing."""
+    'src/**/*.py') is its matches, sorted. Raises CorpusError naming a spec that gives nothing,
+    an unreadable file or subfolder, or a FIFO, device or socket."""
     files = []
     for spec in specs:
         path = Path(spec)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and not _is_hidden(p, path))
+            found = _folder_files(path)
             if not found:
                 raise CorpusError(f"corpus directory {path} holds no files; put text files in it or pass a file")
         elif path.exists() or not any(c in str(spec) for c in "*?["):
             if not path.exists():
                 raise CorpusError(f"corpus {path} does not exist; check the path")
-            found = [path]
+            found = _regular([path], spec)
         else:
-            found = sorted(Path(p) for p in glob.glob(str(spec), recursive=True) if Path(p).is_file())
+            found = _regular(sorted(Path(p) for p in glob.glob(str(spec), recursive=True)), spec)
             if not found:
                 raise CorpusError(f"no files match the corpus pattern {spec!r}; check the pattern")
         files += found
     for path in files:
-        try:
-            os.close(os.open(path, os.O_RDONLY))
+        try:   # non-blocking: should the file have become a FIFO since, the open can't hang
+            os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
         except OSError as e:
             raise CorpusError(f"cannot read corpus {path}: {e.strerror}") from None
     return files

@@ -154,8 +154,7 @@ class Run:
         try:
             saved, arrays, meta = ckpt.load(path)
         except ckpt.CheckpointError as e:
-            older = ckpt.checkpoints(resume)[:-1]
-            raise RunError(f"{e}" + (f" (the next newest is {older[-1].name})" if older else "")) from None
+            raise RunError(str(e)) from None    # it names the file and the one before it
         cfg, changed = resume_config(saved, given)
         if cfg.steps <= meta["step"]:
             raise RunError(f"the run in {resume} is already at step {meta['step']} of {saved.steps}; pass --steps "

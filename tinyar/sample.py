@@ -187,11 +187,11 @@ def load_model(run_dir: str | Path, dtype: str = "float32") -> tuple[Decoder, Pa
     model = Decoder(cfg)
     weights = {k.removeprefix("model."): a for k, a in arrays.items() if k.startswith("model.")}
     for name, t in get_state_dict(model).items():
-        if name not in weights or tuple(weights[name].shape) != tuple(t.shape):
-            got = "missing" if name not in weights else f"shape {tuple(weights[name].shape)}"
+        if name not in weights or weights[name].shape != t.shape or weights[name].dtype != np.float32:
+            got = "missing" if name not in weights else f"{weights[name].dtype} of shape {weights[name].shape}"
             raise SampleError(f"{path} does not fit its own config: weight {name} is {got}, the model needs "
-                              f"{tuple(t.shape)}; was it written by another version of tinyar?")
-    load_state_dict(model, {k: Tensor(a.astype(np.float32)) for k, a in weights.items()}, verbose=False)
+                              f"float32 of shape {t.shape}; was it written by another version of tinyar?")
+    load_state_dict(model, {k: Tensor(a) for k, a in weights.items()}, verbose=False)
     return model, path
 
 

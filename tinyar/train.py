@@ -10,7 +10,7 @@ import time
 from typing import Callable, Iterator
 
 import numpy as np
-from tinygrad import Tensor, TinyJit, dtypes
+from tinygrad import Tensor, TinyJit
 from tinygrad.helpers import Context
 from tinygrad.nn.optim import AdamW, OptimizerGroup
 from tinygrad.nn.state import get_parameters, get_state_dict
@@ -147,11 +147,20 @@ class Trainer:
         return {"val_ce": ce, "val_ppl": math.exp(min(ce, 50.0)), "val_bpb": ce / math.log(2)}
 
     # checkpoint state: everything that resuming needs, as numpy arrays + JSON-able metadata
+    def state_tensors(self) -> tuple[dict[str, Tensor], set[str]]:
+        """Every tensor a checkpoint holds, each once: the weights as model.*, the optimizer's own
+        state (moments, step counts b1_t/b2_t, lr) as optim.*. -> (tensors, the optim.* names
+        that are the weights again, left out: older checkpoints stored each weight three times)"""
+        tensors = {f"model.{k}": v for k, v in get_state_dict(self.model).items()}
+        weights = {id(v) for v in tensors.values()}
+        optim = {f"optim.{k}": v for k, v in get_state_dict(self.opt).items()}
+        aliases = {k for k, v in optim.items() if id(v) in weights}
+        return tensors | {k: v for k, v in optim.items() if k not in aliases}, aliases
+
     def state_arrays(self) -> dict[str, np.ndarray]:
         """Everything to save, as numpy. Raises Diverged rather than hand out a NaN/inf state (an
         update can overflow the weights while the loss of that step was still finite)."""
-        arrays = {f"model.{k}": v.numpy() for k, v in get_state_dict(self.model).items()}
-        arrays |= {f"optim.{k}": v.numpy() for k, v in get_state_dict(self.opt).items()}
+        arrays = {k: v.numpy() for k, v in self.state_tensors()[0].items()}
         for name, a in arrays.items():
             if not np.isfinite(a).all():
                 raise Diverged(self.step, f"the weights ({name})", a[~np.isfinite(a)].flat[0])
@@ -163,8 +172,8 @@ class Trainer:
     def load_state(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
         """Restore weights, optimizer moments and step counts (AdamW's b1_t/b2_t), the step and the
         data RNG. Everything is checked before anything is assigned, so a mismatch changes nothing."""
-        targets = {f"model.{k}": v for k, v in get_state_dict(self.model).items()}
-        targets |= {f"optim.{k}": v for k, v in get_state_dict(self.opt).items()}
+        targets, aliases = self.state_tensors()
+        arrays = {k: a for k, a in arrays.items() if k not in aliases}   # an older file's copies of the weights
         missing, extra = sorted(set(targets) - set(arrays)), sorted(set(arrays) - set(targets))
         if missing or extra:
             name = (missing or extra)[0]
@@ -175,9 +184,11 @@ class Trainer:
             if tuple(arrays[name].shape) != tuple(t.shape):
                 raise ValueError(f"checkpoint tensor {name} has shape {tuple(arrays[name].shape)}, the model needs "
                                  f"{tuple(t.shape)}: it was written by a different configuration")
+            if arrays[name].dtype != np.dtype(t.dtype.fmt):
+                raise ValueError(f"checkpoint tensor {name} is {arrays[name].dtype}, the model needs "
+                                 f"{np.dtype(t.dtype.fmt)}: the file is damaged or not tinyar's")
         for name, t in targets.items():
-            a = arrays[name]
-            t.assign(self.put(a.astype(np.float32) if t.dtype == dtypes.float32 else a, split=False)).realize()
+            t.assign(self.put(arrays[name], split=False)).realize()
         self.step = int(meta["step"])
         self.rng.bit_generator.state = meta["rng"]
 
