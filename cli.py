@@ -123,7 +123,10 @@ def command_line(*args: str) -> str:
               help="length of the one-line sample after each validation (0 = off)")
 @click.option("--beam", type=click.IntRange(0, 16), default=0, show_default=True,
               help="BEAM search over kernel schedules: faster steps after minutes of search, once per model shape")
-def train(corpus, device, out, resume, keep, force, sample_tokens, eval_sample_tokens, beam, **fields):
+@click.option("--init-from", type=click.Path(path_type=Path), default=None,
+              help="start from x-transformers weights: an export folder, a .safetensors state dict (with --heads) "
+                   "or a torch.save'd .pt; the weights fix the model shape (README: Leaving for PyTorch)")
+def train(corpus, device, out, resume, keep, force, sample_tokens, eval_sample_tokens, beam, init_from, **fields):
     """Train on CORPUS: files, folders (every file below, sorted), glob patterns, or - for stdin,
     read as one byte stream (default: this Python's standard-library sources).
 
@@ -132,11 +135,24 @@ def train(corpus, device, out, resume, keep, force, sample_tokens, eval_sample_t
     logging intervals ...) may change, the model shape may not."""
     from tinyar.devices import DeviceError
 
-    # 1. settings: fresh, or the resumed run's checkpoint plus what is given now (tinyar/run.py)
+    # 1. settings: fresh, or the resumed run's checkpoint plus what is given now (tinyar/run.py);
+    #    --init-from: the x-transformers weights fix the shape (tinyar/xt_io.py)
+    given, init = {k: v for k, v in fields.items() if v is not None}, None
+    if init_from is not None:
+        from tinyar.export import ExportError
+        from tinyar.xt_io import init_fields, init_model
+        if resume is not None:
+            fail("--init-from starts a new run and --resume continues one: pass only one of them")
+        try:
+            init, _ = init_model(init_from, given.get("heads"))
+            given = init_fields(init.cfg, given)
+        except ExportError as e:
+            fail(str(e))
     try:
-        run = Run.start_or_resume({k: v for k, v in fields.items() if v is not None}, corpus, out, resume, keep)
+        run = Run.start_or_resume(given, corpus, out, resume, keep)
     except (RunError, ConfigError) as e:
         fail(str(e))
+    run.init, run.init_from = init, init_from
     if sample_tokens < 0:
         fail(f"--sample-tokens must be >= 0 (got {sample_tokens}); 0 skips the sample")
     cfg, out = run.cfg, run.folder
@@ -206,6 +222,10 @@ def train_and_show(run: Run, device, keep, force, sample_tokens, eval_sample_tok
     if meta is not None:
         console.print(f"resuming from {run.path} (step {trainer.step} of {cfg.steps})"
                       + (f" · changed: {', '.join(run.changed)}" if run.changed else ""))
+    elif run.init is not None:
+        console.print(f"initialised from {run.init_from} (x-transformers weights; a fresh optimizer at step 0)"
+                      + (f" · {', '.join(run.left_fresh)} start fresh" if run.left_fresh else ""), soft_wrap=True,
+                      markup=False, highlight=False)
 
     sampler = None   # built (and compiled) only when a sample is asked for; it reads the live weights
 
@@ -569,6 +589,52 @@ def sample(run, prompt, prompt_file, max_new_tokens, temperature, greedy, top_k,
     n, took = len(sampler.tokens), time.perf_counter() - t0
     click.echo(f"[{n} tokens in {took:.1f} s (compiling included) · seed {seed} · "
                f"{'no cache' if no_cache else f'KV cache, slide {sampler.window.slide}'} · {path.name}]", err=True)
+
+# ── export: leave for PyTorch (tinyar/export.py, tinyar/xt_io.py) ─────────────────────────
+
+@cli.command()
+@click.argument("run", type=click.Path(path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--to", "target", type=click.Choice(["x-transformers"]), default="x-transformers", show_default=True,
+              help="the library to export to")
+@click.option("--force", is_flag=True, help="OUT may exist: overwrite its model.safetensors, model.json and "
+              "optimizer.safetensors")
+@click.option("--verify", is_flag=True, help="load the export into x-transformers and compare its logits with "
+              "tinyar's (needs PyTorch: pip install -e '.[parity]')")
+def export(run, out, target, force, verify):
+    """Export the newest checkpoint of the run folder RUN to OUT: the weights in x-transformers'
+    names (OUT/model.safetensors), the exact constructor arguments (OUT/model.json) and AdamW's
+    moments (OUT/optimizer.safetensors). No PyTorch needed, except for --verify."""
+    from tinyar.export import ExportError, adam_moments, write_export
+    from tinyar.interop import to_x_transformers
+    from tinyar.xt_io import compare_logits, require_torch
+    try:
+        if verify:
+            require_torch("--verify")   # before writing anything
+        state, args = to_x_transformers(run)
+        paths = write_export(out, state, args, force=force, moments=adam_moments(run))
+    except ExportError as e:
+        fail(str(e))
+    a = args
+    kw = lambda d: ", ".join(f"{k}={v!r}" for k, v in d.items())
+    mb = paths[0].stat().st_size / 2**20
+    console.print(f"wrote {paths[0]} ({len(state)} tensors, {mb:.1f} MB), {paths[1]} and {paths[2]} (AdamW's "
+                  f"moments) · step {a['step']}",
+                  soft_wrap=True, highlight=False)
+    console.print(f"  TransformerWrapper({kw(a['TransformerWrapper'])}, attn_layers=Decoder({kw(a['Decoder'])}))\n"
+                  f"  AutoregressiveWrapper(net, {kw(a['AutoregressiveWrapper'])})"
+                  + (f", forward: {kw(a['forward'])}" if a["forward"] else ""), soft_wrap=True, highlight=False)
+    for note in a["notes"]:
+        console.print(f"note: {note}", soft_wrap=True, highlight=False, markup=False)
+    if verify:
+        diff = compare_logits(run, args, state)
+        ok = diff < 1e-4
+        console.print(f"verify: x-transformers' logits vs tinyar's on one batch: max relative difference {diff:.1e} "
+                      f"({'ok' if ok else 'MISMATCH'})", highlight=False, soft_wrap=True)
+        if not ok:
+            sys.exit(1)
+    console.print(f"continue in PyTorch: torchrun --nproc-per-node 2 tinyar/ddp_continue.py {out} CORPUS "
+                  f"(README: Leaving for PyTorch)", soft_wrap=True, highlight=False, markup=False)
 
 
 if __name__ == "__main__":

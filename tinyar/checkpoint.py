@@ -35,6 +35,17 @@ def checksum(dtype: str, shape: list[int], data) -> str:
 def write_safetensors(path: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
     """Write arrays + JSON metadata (+ a checksum per tensor) to `path` atomically (temp file in
     the same folder, fsync, rename)."""
+    try:
+        write_atomic(path, arrays, {"tinyar": json.dumps(meta)})
+    except OSError as e:
+        raise CheckpointError(f"could not write checkpoint {path}: {e.strerror or e}; the previous "
+                              f"checkpoints are untouched (free some space or pick another --out)") from None
+
+
+def write_atomic(path: Path, arrays: dict[str, np.ndarray], tags: dict[str, str]) -> None:
+    """Any safetensors file: `tags` (string metadata) plus "sha256" (a checksum per tensor),
+    written to a temp file and renamed, so a reader sees the old file or the whole new one.
+    Raises OSError. (`python cli.py export` writes x-transformers' weights with it.)"""
     header, offset, blobs, sums = {}, 0, [], {}
     for name, a in arrays.items():
         a = np.ascontiguousarray(a)
@@ -45,7 +56,7 @@ def write_safetensors(path: Path, arrays: dict[str, np.ndarray], meta: dict) -> 
         sums[name] = checksum(NAMES[a.dtype], list(a.shape), blob)
         blobs.append(blob)
         offset += len(blob)
-    header["__metadata__"] = {"tinyar": json.dumps(meta), "sha256": json.dumps(sums)}
+    header["__metadata__"] = tags | {"sha256": json.dumps(sums)}
     head = json.dumps(header).encode()
     head += b" " * (-len(head) % 8)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -58,9 +69,6 @@ def write_safetensors(path: Path, arrays: dict[str, np.ndarray], meta: dict) -> 
             os.fsync(f.fileno())
         os.replace(tmp, path)  # atomic: readers see the old file or the whole new one
         _fsync_dir(path.parent)
-    except OSError as e:
-        raise CheckpointError(f"could not write checkpoint {path}: {e.strerror or e}; the previous "
-                              f"checkpoints are untouched (free some space or pick another --out)") from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -77,6 +85,38 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def parse_safetensors(raw: bytes) -> tuple[dict[str, np.ndarray], dict]:
+    """Any safetensors file's bytes (x-transformers' weights, say) -> (arrays, string metadata), by
+    a plain parser (never pickle). BF16 comes back as float32; a "sha256" tag is verified. Raises
+    ValueError if the bytes are not a whole, intact file."""
+    if len(raw) < 8 or struct.unpack("<Q", raw[:8])[0] > len(raw) - 8:
+        raise ValueError("truncated")
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    if not isinstance(header, dict):
+        raise ValueError("not a safetensors header")
+    tags = header.pop("__metadata__", None) or {}
+    data, arrays = memoryview(raw)[8 + n:], {}
+    try:
+        sums = json.loads(tags["sha256"]) if "sha256" in tags else None
+        for name, h in header.items():
+            lo, hi = h["data_offsets"]
+            if not 0 <= lo <= hi <= len(data):
+                raise ValueError("truncated")
+            if sums is not None and sums.get(name) != checksum(h["dtype"], h["shape"], data[lo:hi]):
+                raise ValueError(f"tensor {name} does not match its checksum")
+            if h["dtype"] == "BF16":    # bfloat16 is the top half of a float32
+                a = (np.frombuffer(data[lo:hi], np.uint16).astype(np.uint32) << 16).view(np.float32)
+            else:
+                a = np.frombuffer(data[lo:hi], dtype=DTYPES[h["dtype"]])
+            arrays[name] = a.reshape(h["shape"]).copy()
+        if max((h["data_offsets"][1] for h in header.values()), default=0) != len(data):
+            raise ValueError("size does not match the header")
+    except (KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"unreadable header ({e})") from None
+    return arrays, tags
 
 
 def fallback(path: Path) -> str:

@@ -1,6 +1,7 @@
-"""Load an x-transformers checkpoint into tinyar, and what "the same loss" means.
+"""Move weights between x-transformers and tinyar, and what "the same loss" means.
 
     model = from_x_transformers({k: v.numpy() for k, v in net.state_dict().items()}, heads=8)
+    state_dict, args = to_x_transformers(model)        # or a run folder; the inverse (tinyar/export.py)
 
 `net` is `TransformerWrapper(attn_layers=Decoder(...))` with default options, optionally
 `add_continuous_pred_head=True`. Weights are renamed, never re-derived, except two
@@ -74,6 +75,11 @@ def parameter_names(depth: int, next_embed: bool) -> dict[str, str]:
     return names
 
 
+def dim_scale(dim: int) -> float:
+    """x-transformers multiplies its position table by dim**-0.5 in the forward pass."""
+    return dim ** -0.5
+
+
 def _describe(names: list[str], what: str, hints) -> str:
     likely = sorted({h for n in names for pattern, h in hints if re.search(pattern, n)})
     return f"{what}: {', '.join(names)}" + (f" (looks like: {'; '.join(likely)})" if likely else "")
@@ -126,7 +132,41 @@ def from_x_transformers(state_dict, heads: int) -> Decoder:
         if xt.endswith("gamma"):
             w = w + 1.0                          # stored as scale - 1
         elif xt == "pos_emb.emb.weight":
-            w = w * np.float32(dim ** -0.5)      # x-transformers scales the table in forward
+            w = w * np.float32(dim_scale(dim))   # x-transformers scales the table in forward
         ours[name] = Tensor(w)
     load_state_dict(model, ours, verbose=False)
     return model
+
+
+def to_x_transformers(run_or_model) -> tuple[dict[str, np.ndarray], dict]:
+    """The inverse of from_x_transformers. -> (state_dict, constructor arguments)
+
+    `run_or_model` is a Decoder, or a run folder (its newest checkpoint) or checkpoint file.
+    state_dict maps x-transformers' names to float32 numpy arrays (torch.from_numpy each and
+    load_state_dict, strict). The arguments (tinyar.export.constructor_args) hold the exact
+    keyword arguments of TransformerWrapper, Decoder and AutoregressiveWrapper for this run,
+    the wrapper's forward keywords, the optimizer settings and `notes`: what x-transformers
+    computes differently for this run's loss settings (replace masking, MSE next-embed, ...)."""
+    from tinyar.export import constructor_args, run_weights
+    if isinstance(run_or_model, Decoder):
+        cfg, step = run_or_model.cfg, None
+        weights = {k: v.numpy() for k, v in get_state_dict(run_or_model).items()}
+    else:
+        cfg, weights, step = run_weights(run_or_model)
+    sd = {}
+    for xt, ours in parameter_names(cfg.depth, cfg.use_next_embed).items():
+        w = np.asarray(weights[ours], np.float32)
+        if xt.endswith("gamma"):
+            w = w - np.float32(1.0)                 # x-transformers stores scale - 1
+        elif xt == "pos_emb.emb.weight":
+            w = w / np.float32(dim_scale(cfg.dim))  # it scales the table in its forward pass
+        sd[xt] = w
+    project_out = False
+    if cfg.heads == 1:   # x-transformers has no output projection for one head unless asked
+        outs = [f"attn_layers.layers.{2 * j}.1.to_out.weight" for j in range(cfg.depth)]
+        if all(np.array_equal(sd[o], np.eye(*sd[o].shape, dtype=np.float32)) for o in outs):
+            for o in outs:
+                del sd[o]                           # the identity: its default (no projection) is exact
+        else:
+            project_out = True
+    return sd, constructor_args(cfg, project_out=project_out, step=step)

@@ -133,6 +133,8 @@ class Run:
         self.changed: list[str] = []
         self.saved_step = None                       # the step of the newest checkpoint on disk
         self.device = None                           # tinygrad's default until open()
+        self.init = self.init_from = None            # a fresh run's starting weights (train --init-from)
+        self.left_fresh: list[str] = []              # weights init lacked, left at their initial values
 
     @classmethod
     def start_or_resume(cls, given: dict, corpus: tuple[str, ...] = (), out: Path | None = None,
@@ -221,14 +223,20 @@ class Run:
                 raise RunError(f"{self.path}: {e}") from None
             trim_metrics(self.folder, self.trainer.step)
             self.saved_step = self.trainer.step
-        elif force:
-            clear_run(self.folder)
+        else:
+            if force:
+                clear_run(self.folder)
+            if self.init is not None:   # a Decoder, e.g. from x-transformers (tinyar/xt_io.py)
+                from tinyar.xt_io import init_weights
+                self.left_fresh = init_weights(self.trainer, self.init)
         return self.trainer
 
     def save(self) -> Path:
         """Checkpoint the trainer now (with the corpus, so a resume finds it); keep the newest `keep`."""
         t = self.trainer
         meta = t.state_meta() | {"corpus": [os.path.abspath(f) for f in self.files], "corpus_bytes": len(self.data)}
+        if self.init_from is not None:
+            meta["init_from"] = os.path.abspath(self.init_from)
         path = ckpt.save(self.folder, t.step, t.state_arrays(), meta, keep=self.keep)
         self.saved_step = t.step
         return path
