@@ -21,18 +21,20 @@ def grads(fn, leaves: list[np.ndarray], weights: list[np.ndarray | None], extra=
     outs = outs if isinstance(outs, tuple) else (outs,)
     loss = sum((o * Tensor(w)).sum() for o, w in zip(outs, weights) if w is not None)
     loss.backward()
-    return [o.numpy() for o in outs] + [t.grad.numpy() for t in ts]
+    # a leaf the loss does not reach (v when only lse is weighted) has no gradient: 0
+    return [o.numpy() for o in outs] + [np.zeros_like(a) if t.grad is None else t.grad.numpy() for t, a in zip(ts, leaves)]
 
 
-@pytest.mark.parametrize("zloss_on", [True, False], ids=["with-dlse", "no-dlse"])
+@pytest.mark.parametrize("zloss_on", [True, False, "only"], ids=["with-dlse", "no-dlse", "only-dlse"])
 @pytest.mark.parametrize("fcm", [False, True], ids=["causal", "fcm"])
 def test_attention_backward_equals_autograd(zloss_on, fcm):
-    # no-dlse: tinygrad passes only d out when lse is unused (z-loss off); the backward must
-    # tell the two gradients apart by rank and treat the missing one as 0
+    # no-dlse: tinygrad passes only d out when lse is unused (z-loss off); only-dlse: only d lse
+    # (the z-loss's gradient alone, as --grad-share takes it: the last layer's output never
+    # reaches the z-loss). The backward tells them apart by rank; a missing one counts as 0
     q, k, v = (RNG.standard_normal((B, H, T, DH)).astype(np.float32) for _ in range(3))
     hidden = np.zeros((B, T), bool)
     hidden[0, 3] = hidden[1, 5] = hidden[1, 6] = fcm
-    w_out = RNG.standard_normal((B, H, T, DH)).astype(np.float32)
+    w_out = None if zloss_on == "only" else RNG.standard_normal((B, H, T, DH)).astype(np.float32)
     w_lse = RNG.standard_normal((B, H, T)).astype(np.float32) if zloss_on else None
     extra = (Tensor(hidden),) if fcm else ()
     want = grads(attend, [q, k, v], [w_out, w_lse, None], extra)
