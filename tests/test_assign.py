@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tinyar.assign import BY_ID, COMMITTED, MAX_POINTS, TASKS, library_regions, make_tasks_file, reference_functions
-from tinyar.assign_grade import load_functions, run_task
+from tinyar.assignments.tasks import BY_ID, COMMITTED, MAX_POINTS, TASKS, library_regions, make_tasks_file, reference_functions
+from tinyar.assignments.grade import load_functions, run_task
 
 ROOT = Path(__file__).resolve().parent.parent
 BUGS = Path(__file__).resolve().parent / "assign_bugs"

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tinyar.assign import BY_ID, TASKS
-from tinyar.assign_checks import run_check
-from tinyar.assign_grade import load_functions
+from tinyar.assignments.tasks import BY_ID, TASKS
+from tinyar.assignments.checks import run_check
+from tinyar.assignments.grade import load_functions
 
 SUBMISSION = os.environ.get("TINYAR_SUBMISSION")   # a student's tasks.py; unset = the reference
 SEED = int(os.environ.get("TINYAR_GRADE_SEED", "0"))

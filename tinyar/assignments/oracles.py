@@ -1,6 +1,6 @@
 """What the assignment's answers must be, written independently of tinyar's solutions:
 plain numpy in float64, with loops where a loop says it more plainly. The graded checks
-(tinyar/assign_checks.py) compare every submission against these.
+(tinyar/assignments/checks.py) compare every submission against these.
 """
 from __future__ import annotations
 

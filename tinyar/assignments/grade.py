@@ -3,7 +3,7 @@ temporary folder, with its output thrown away and a time limit, so a file that c
 loops or prints a lot fails only that task, and nothing is written next to the library.
 
     grade([Path("hw1/tasks.py")])      # parent side: one process per task -> results
-    python -m tinyar.assign_grade TASK PATH RESULT.json SEED    # child side (PATH '-': the reference)
+    python -m tinyar.assignments.grade TASK PATH RESULT.json SEED    # child side (PATH '-': the reference)
 """
 from __future__ import annotations
 
@@ -21,10 +21,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
-from tinyar.assign import BY_ID, TASKS, reference_functions
+from tinyar.assignments.tasks import BY_ID, TASKS, reference_functions
 
 PASSED, FAILED, TODO = "passed", "failed", "not implemented"
-LIBRARY_ROOT = Path(__file__).resolve().parent.parent   # the folder holding the tinyar package
+LIBRARY_ROOT = Path(__file__).resolve().parents[2]  # the folder holding the tinyar package
 RUNNING: set[subprocess.Popen] = set()                  # so Ctrl-C can stop every grading process
 RUNNING_LOCK = threading.Lock()
 
@@ -56,7 +56,7 @@ def describe(e: BaseException, path: Path | None) -> str:
 
 def run_task(task_id: str, path: Path | None, seed: int = 0) -> dict:
     """Run one task's check in this process. -> {"status", "reason"}"""
-    from tinyar.assign_checks import Failed, run_check
+    from tinyar.assignments.checks import Failed, run_check
     try:
         fns = load_functions(path)
     except BaseException as e:  # noqa: BLE001 — anything a student file does on import
@@ -108,7 +108,7 @@ def grade_task(task_id: str, path: Path | None, timeout: float = 120.0, seed: in
            "PYTHONPATH": os.pathsep.join([str(LIBRARY_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     with tempfile.TemporaryDirectory(prefix="tinyar-grade-") as tmp:
         result, err = Path(tmp) / "result.json", Path(tmp) / "stderr.txt"
-        cmd = [sys.executable, "-m", "tinyar.assign_grade", task_id, "-" if path is None else str(path.resolve()),
+        cmd = [sys.executable, "-m", "tinyar.assignments.grade", task_id, "-" if path is None else str(path.resolve()),
                str(result), str(seed)]
         with open(err, "w") as err_file:
             proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

@@ -3,14 +3,14 @@
 A check gets the student's functions by name, calls them on small random inputs (fixed
 seeds, so grading is repeatable) and raises `Failed` with one line saying what is wrong.
 When a wrong value equals what a classic mistake produces, the line names the mistake.
-The oracles (tinyar/assign_oracles.py) are plain numpy and never call tinyar's solutions.
+The oracles (tinyar/assignments/oracles.py) are plain numpy and never call tinyar's solutions.
 """
 from __future__ import annotations
 
 import numpy as np
 from tinygrad import Tensor, dtypes
 
-from tinyar.assign_oracles import (MASK, PAD, ce_grad_oracle, ce_oracle, ce_terms, next_embed_oracle,
+from tinyar.assignments.oracles import (MASK, PAD, ce_grad_oracle, ce_oracle, ce_terms, next_embed_oracle,
                                    visible_oracle, zloss_oracle)
 
 
