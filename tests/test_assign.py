@@ -35,7 +35,17 @@ BUG_TASK = {
     "zloss_squared_per_layer.py": ("zloss", "squared before summing over layers"),
     "next_embed_not_detached.py": ("next_embed", "detach"),
     "total_swapped_weights.py": ("total", "weights are swapped"),
+    # the distribution of the mask, not just its count and range
+    "mask_contiguous_span.py": ("mask_positions", "contiguous span"),
+    "mask_cyclic_shift.py": ("mask_positions", "rows are not independent"),
+    "mask_rng_copied.py": ("mask_positions", "same rng"),
+    # the weights: negative, tiny, and 0 with a nan/inf component
+    "total_drops_negative.py": ("total", "negative weight"),
+    "total_drops_tiny.py": ("total", "tiny weight"),
+    "total_zero_weight_nan.py": ("total", "weight is 0 leaked"),
+    "next_embed_l1_not_detached.py": ("next_embed", "detach"),
 }
+RIGHT = Path(__file__).resolve().parent / "assign_right"   # right answers written unlike the reference
 
 
 def cli(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -90,6 +100,14 @@ def test_every_bug_file_is_listed():
 def test_reference_passes_every_task_with_other_random_shapes():
     results = {t.id: run_task(t.id, None, seed=1) for t in TASKS}   # seed 0 runs in test_assign_tasks.py
     assert all(r["status"] == "passed" for r in results.values()), results
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_right_answers_written_differently_pass_every_task(seed):
+    """Loops, rng.choice, a -1e30 fill, an all-False key mask in replace mode, '!= 0' weights."""
+    for sub in sorted(RIGHT.glob("*.py")):
+        results = {t.id: run_task(t.id, sub, seed) for t in TASKS}
+        assert all(r["status"] == "passed" for r in results.values()), (sub.name, results)
 
 
 @pytest.mark.parametrize("seed", [0, 1])

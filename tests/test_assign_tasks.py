@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tinyar.assignments.tasks import BY_ID, TASKS
+from tinyar.assignments.calls import local
 from tinyar.assignments.checks import run_check
 from tinyar.assignments.grade import load_functions
 
@@ -29,4 +30,4 @@ def functions() -> dict:
 def test_task(task, functions):
     missing = [n for n in BY_ID[task].functions if n not in functions]
     assert not missing, f"the submission defines no function {missing[0]}"
-    run_check(task, functions, SEED)   # raises Failed with one line saying what is wrong
+    run_check(task, local(functions), SEED)   # raises Failed with one line saying what is wrong

@@ -1,17 +1,24 @@
 """The graded checks: each task's functions against an independent numpy oracle.
 
-A check gets the student's functions by name, calls them on small random inputs (fixed
-seeds, so grading is repeatable) and raises `Failed` with one line saying what is wrong.
-When a wrong value equals what a classic mistake produces, the line names the mistake.
-The oracles (tinyar/assignments/oracles.py) are plain numpy and never call tinyar's solutions.
+A check gets the student's functions by name, calls them on random inputs of random shapes
+(fixed by the seed, so grading is repeatable) and raises `Failed` with one line saying what
+is wrong. It passes numpy arrays as `Arg`s and gets `Out`s back (calls.py), so the same
+check runs in pytest and in the grading process, which never holds the student's objects.
+Random draws are tested as distributions (every set of positions equally likely, rows and
+calls independent), not against one implementation's numbers. When a wrong value equals
+what a classic mistake produces, the line names the mistake. The oracles (oracles.py) are
+plain numpy and never call tinyar's solutions.
 """
 from __future__ import annotations
 
-import numpy as np
-from tinygrad import Tensor, dtypes
+import math
+from itertools import combinations
 
-from tinyar.assignments.oracles import (MASK, PAD, ce_grad_oracle, ce_oracle, ce_terms, next_embed_oracle,
-                                   visible_oracle, zloss_oracle)
+import numpy as np
+
+from tinyar.assignments.calls import Arg, Out
+from tinyar.assignments.oracles import (MASK, PAD, ce_grad_oracle, ce_oracle, ce_terms, next_embed_grad_oracle,
+                                        next_embed_oracle, visible_oracle, zloss_oracle)
 
 
 class Failed(AssertionError):
@@ -20,16 +27,22 @@ class Failed(AssertionError):
 
 # ── helpers ──────────────────────────────────────────────────────────────────────────────
 
+def kind(x) -> str:
+    return x.kind if isinstance(x, Out) else type(x).__name__
+
+
 def arr(x, what: str) -> np.ndarray:
-    if not isinstance(x, Tensor):
-        raise Failed(f"{what} must be a tinygrad Tensor, got {type(x).__name__}")
-    return x.numpy()
+    if kind(x) != "tensor":
+        raise Failed(f"{what} must be a tinygrad Tensor, got {kind(x)}")
+    return x.value
 
 
 def scalar(x, what: str) -> float:
     a = arr(x, what)
     if a.shape != ():
         raise Failed(f"{what} must be a scalar Tensor of shape (), got shape {a.shape}")
+    if not np.issubdtype(a.dtype, np.floating):
+        raise Failed(f"{what} must be a float Tensor, got dtype {a.dtype}")
     return float(a)
 
 
@@ -39,27 +52,28 @@ def shaped(a: np.ndarray, shape: tuple, what: str) -> np.ndarray:
     return a
 
 
-def parts(out, n: int, what: str) -> tuple:
-    if not isinstance(out, (tuple, list)) or len(out) != n:
-        raise Failed(f"{what} must return a tuple of {n}, got {type(out).__name__}")
-    return tuple(out)
+def parts(out, n: int, what: str) -> list:
+    if kind(out) != "tuple" or len(out.items) != n:
+        raise Failed(f"{what} must return a tuple of {n}, got {kind(out)}"
+                     + (f" of {len(out.items)}" if kind(out) == "tuple" else ""))
+    return out.items
 
 
 def close(got: float, want: float, what: str, mistakes: dict[str, float] | None = None, rtol=1e-4) -> None:
-    """got ≈ want, else Failed naming the classic mistake whose value got matches, if any."""
-    if not np.isfinite(got):
-        raise Failed(f"{what} is {got}, expected {want:.6g}")
-    if abs(got - want) <= rtol * abs(want) + 1e-6:
+    """got ≈ want (nan where nan is expected), else Failed naming the classic mistake whose value got matches."""
+    if np.isnan(want) and np.isnan(got):
         return
-    why = next((m for m, v in (mistakes or {}).items() if abs(got - v) <= rtol * abs(v) + 1e-6), None)
+    if np.isfinite(got) and abs(got - want) <= rtol * abs(want) + 1e-6:
+        return
+    why = next((m for m, v in (mistakes or {}).items()
+                if (np.isnan(v) and np.isnan(got)) or abs(got - v) <= rtol * abs(v) + 1e-6), None)
     raise Failed(f"{what} = {got:.6g}, expected {want:.6g}" + (f": {why}" if why else ""))
 
 
-def gradient(out: Tensor, *wrt: Tensor) -> list[np.ndarray]:
-    try:
-        return [g.numpy() for g in out.gradient(*wrt)]
-    except RuntimeError as e:
-        raise Failed(f"no gradient through the result ({e}); compute it with tinygrad ops") from None
+def grads(out: Out, n: int, what: str) -> list[np.ndarray]:
+    if out.grads is None or len(out.grads) != n:
+        raise Failed(f"no gradient through {what} ({out.grad_error or 'not a float scalar'}); compute it with tinygrad ops")
+    return out.grads
 
 
 def rows_without_0(rng: np.random.Generator, B: int, T: int, frac: float) -> np.ndarray:
@@ -69,13 +83,37 @@ def rows_without_0(rng: np.random.Generator, B: int, T: int, frac: float) -> np.
     return m
 
 
-# ── one check per task: fns maps function names to the submission's functions ───────────
+def chi2_z(stat: float, df: int) -> float:
+    """How many standard deviations a chi-square statistic lies above its mean
+    (Wilson-Hilferty: (X/df)^(1/3) is nearly normal). z > 5 happens by chance ~3e-7 of the time."""
+    if df <= 0:
+        return 0.0
+    v = 2 / (9 * df)
+    return ((stat / df) ** (1 / 3) - (1 - v)) / math.sqrt(v)
+
+
+def uniformity_z(ids: np.ndarray, ncat: int) -> float:
+    """Chi-square goodness of fit of category ids to the uniform distribution over ncat."""
+    counts, want = np.bincount(ids, minlength=ncat), len(ids) / ncat
+    return chi2_z(float(((counts - want) ** 2 / want).sum()), ncat - 1)
+
+
+def independence_z(a: np.ndarray, b: np.ndarray, ncat: int) -> float:
+    """Chi-square test of independence of two paired category ids (a contingency table)."""
+    table = np.zeros((ncat, ncat))
+    np.add.at(table, (a, b), 1)
+    table = table[table.sum(1) > 0][:, table.sum(0) > 0]
+    want = table.sum(1, keepdims=True) * table.sum(0, keepdims=True) / table.sum()
+    return chi2_z(float(((table - want) ** 2 / want).sum()), (table.shape[0] - 1) * (table.shape[1] - 1))
+
+
+# ── one check per task: fns maps function names to callables that return Outs ───────────
 
 def check_shift(fns, rng: np.random.Generator) -> None:
     shift = fns["shift"]
     B, T = int(rng.integers(2, 5)), int(rng.integers(4, 10))
     tokens = np.arange(B * (T + 1), dtype=np.int32).reshape(B, T + 1)  # arange: each target = input + 1
-    inp, tgt = parts(shift(Tensor(tokens)), 2, "shift")
+    inp, tgt = parts(shift(Arg(tokens)), 2, "shift")
     inp = shaped(arr(inp, "inp"), (B, T), f"inp for a window of shape {tokens.shape}")
     tgt = shaped(arr(tgt, "tgt"), (B, T), f"tgt for a window of shape {tokens.shape}")
     if (inp == tokens[:, 1:]).all() and (tgt == tokens[:, :-1]).all():
@@ -85,130 +123,199 @@ def check_shift(fns, rng: np.random.Generator) -> None:
     if not (tgt == inp + 1).all():
         why = ": the targets equal the inputs (off by one)" if (tgt == inp).all() else ""
         raise Failed(f"on arange data every target must be its input + 1, got tgt[0] = {tgt[0].tolist()}{why}")
-    tokens = rng.integers(0, 258, (B + 1, T + 3)).astype(np.int32)   # another shape, random ids
-    inp, tgt = (arr(t, "shift output") for t in parts(shift(Tensor(tokens)), 2, "shift"))
-    if inp.shape != (B + 1, T + 2) or tgt.shape != (B + 1, T + 2) or \
-            not ((inp == tokens[:, :-1]).all() and (tgt == tokens[:, 1:]).all()):
-        raise Failed(f"wrong inputs/targets for a {tokens.shape} window of random ids (hard-coded sizes?)")
+    for _ in range(2):                                       # random shapes, random ids
+        B, T = int(rng.integers(1, 7)), int(rng.integers(1, 17))
+        tokens = rng.integers(0, 258, (B, T + 1)).astype(np.int32)
+        inp, tgt = (arr(t, "shift output") for t in parts(shift(Arg(tokens)), 2, "shift"))
+        if inp.shape != (B, T) or tgt.shape != (B, T) or \
+                not ((inp == tokens[:, :-1]).all() and (tgt == tokens[:, 1:]).all()):
+            raise Failed(f"wrong inputs/targets for a {tokens.shape} window of random ids (hard-coded sizes?)")
+
+
+def subset_ids(m: np.ndarray) -> tuple[np.ndarray, int]:
+    """Each row's set of masked positions as one category id in 0..C(T-1,k)-1. -> ids (B,), C"""
+    T, k = m.shape[1], int(m[0].sum())
+    codes = [sum(1 << j for j in c) for c in combinations(range(1, T), k)]   # a set as the bits of its positions
+    index = np.zeros(1 << T, dtype=np.int64)
+    index[codes] = np.arange(len(codes))
+    return index[m.astype(np.int64) @ (1 << np.arange(T))], len(codes)
+
+
+def pattern_mistake(m: np.ndarray, rows_dependent: bool = False) -> str:
+    """Name the pattern a non-uniform or dependent mask follows, if it is a known one."""
+    pos = [np.flatnonzero(r) - 1 for r in m]                  # 0-based within 1..T-1
+    n = m.shape[1] - 1
+    gaps = [np.diff(np.r_[p, p[0] + n]) for p in pos]        # cyclic gaps between masked positions
+    same = {"": ": every row has the same positions (draw each row afresh)"}
+    shifted = (": every row is a shifted copy of the same positions (draw each row afresh)"
+               if len({tuple(np.roll(g, -int(np.argmax(g)))) for g in gaps}) == 1 else "")
+    span = (": every row is one contiguous span of positions; choose the positions independently of each other "
+            "(e.g. the first k of a random permutation of 1..T-1)"
+            if all(g.max() == n - len(g) + 1 for g in gaps) else "")
+    if len({tuple(p) for p in pos}) == 1:
+        return same[""]
+    return (shifted or span) if rows_dependent else (span or shifted)
 
 
 def check_mask_positions(fns, rng: np.random.Generator) -> None:
     choose = fns["choose_mask_positions"]
     seed = int(rng.integers(1 << 30))
 
-    def draw(seed: int, B: int, T: int, p: float) -> np.ndarray:
-        m = choose(np.random.default_rng(seed), B, T, p)
-        if isinstance(m, Tensor):
+    def draw(r: np.random.Generator, B: int, T: int, p: float) -> np.ndarray:
+        m = choose(r, B, T, p)
+        if kind(m) == "tensor":
             raise Failed("choose_mask_positions must return a numpy array (it runs on the host), got a Tensor")
-        m = shaped(np.asarray(m), (B, T), f"the mask for B={B}, T={T}")
+        if kind(m) != "ndarray":
+            raise Failed(f"choose_mask_positions must return a numpy array, got {kind(m)}")
+        m = shaped(m.value, (B, T), f"the mask for B={B}, T={T}")
         if m.dtype != bool:
             raise Failed(f"the mask must be a bool array, got dtype {m.dtype}")
-        return m
-
-    cases = [(4000, 9, 0.3), (3, 4, 0.99), (5, 6, 0.1), (int(rng.integers(2, 6)), int(rng.integers(2, 20)), rng.random())]
-    for B, T, p in cases:
-        k, m = min(int(T * p), T - 1), draw(seed, B, T, p)
+        k = min(int(T * p), T - 1)
         if m[:, 0].any():
             raise Failed(f"position 0 was masked in {int(m[:, 0].sum())} of {B} rows: choose from 1..T-1 only "
                          f"(position 0 stays visible)")
         if (bad := np.flatnonzero(m.sum(1) != k)).size:
             raise Failed(f"row {bad[0]} has {int(m[bad[0]].sum())} masked positions, expected exactly "
                          f"min(floor(T*p), T-1) = {k} for T={T}, p={p:.3g} (distinct positions)")
-    rate, want = draw(seed, 4000, 9, 0.3)[:, 1:].mean(0), 2 / 8   # k=2 of the 8 positions 1..8
+        return m
+
+    gen = np.random.default_rng
+    # the contract on every draw (count, range, type), over edge cases and random shapes
+    cases = [(3, 2, 0.9), (3, 4, 0.99), (5, 6, 0.1), (2, 5, 1.0), (4, 7, 0.0)]
+    cases += [(int(rng.integers(1, 7)), int(rng.integers(2, 41)), float(rng.random())) for _ in range(4)]
+    for B, T, p in cases:
+        draw(gen(seed), B, T, p)
+    # every random number comes from rng, and each call moves it on
+    if not (draw(gen(seed), 50, 12, 0.25) == draw(gen(seed), 50, 12, 0.25)).all():
+        raise Failed("the same rng seed gave different masks: draw every random number from the rng argument")
+    if (draw(gen(seed), 50, 12, 0.25) == draw(gen(seed + 1), 50, 12, 0.25)).all():
+        raise Failed("different rng seeds gave the same mask: draw the positions with the rng argument")
+    r = gen(seed)
+    if (draw(r, 50, 12, 0.25) == draw(r, 50, 12, 0.25)).all():
+        raise Failed("two calls with the same rng gave the same mask: draw from rng itself (not a copy or a new "
+                     "generator seeded from it), so every call moves it on and each batch gets new positions")
+    # each position 1..T-1 equally often
+    m = draw(gen(seed), 4000, 9, 0.3)
+    rate, want = m[:, 1:].mean(0), 2 / 8                      # k=2 of the 8 positions 1..8
     j = int(np.abs(rate - want).argmax())
-    if abs(rate[j] - want) > 0.04:                                  # > 5 standard deviations
+    if abs(rate[j] - want) > 5 * math.sqrt(want * (1 - want) / 4000):
         raise Failed(f"positions are not uniform over 1..T-1: position {j + 1} was masked in {rate[j]:.0%} "
                      f"of rows, expected {want:.0%}")
-    if not (draw(seed, 50, 12, 0.25) == draw(seed, 50, 12, 0.25)).all():
-        raise Failed("the same rng seed gave different masks: draw every random number from the rng argument")
-    if (draw(seed, 50, 12, 0.25) == draw(seed + 1, 50, 12, 0.25)).all():
-        raise Failed("different rng seeds gave the same mask: draw the positions with the rng argument")
+    for B, T, p in [(6000, 6, 0.4), (6000, 7, 0.5)]:          # k=2 of 5 (10 sets), k=3 of 6 (20 sets)
+        m = draw(gen(seed + T), B, T, p)
+        ids, n = subset_ids(m)
+        # rows independent of each other: row b+1's set tells nothing about row b's
+        if independence_z(ids[0::2], ids[1::2], n) > 5:
+            raise Failed(f"the rows are not independent (T={T}): row b+1's positions depend on row b's"
+                         f"{pattern_mistake(m, rows_dependent=True) or ' (draw each row on its own)'}")
+        # every set of k distinct positions equally likely within a row
+        if uniformity_z(ids, n) > 5:
+            counts = np.bincount(ids, minlength=n)
+            raise Failed(f"the sets of positions are not uniform (T={T}, k={int(m[0].sum())}): some of the {n} "
+                         f"possible sets were drawn {counts.max()} times, others {counts.min()}, expected about "
+                         f"{B // n} each{pattern_mistake(m)}")
+    # calls independent of each other: no pattern repeats from one batch to the next
+    r = gen(seed + 1)
+    calls = [subset_ids(draw(r, 4, 6, 0.4))[0] for _ in range(1000)]    # (1000, 4) set ids
+    ids = np.array(calls)
+    if independence_z(ids[0::2].ravel(), ids[1::2].ravel(), 10) > 5 or uniformity_z(ids.ravel(), 10) > 5:
+        raise Failed("successive calls with one rng follow a pattern: each call's positions must be a fresh, "
+                     "uniform draw from rng")
 
 
 def check_replace(fns, rng: np.random.Generator) -> None:
     replace_masked, apply_mask = fns["replace_masked"], fns["apply_mask"]
-    B, T = int(rng.integers(2, 5)), int(rng.integers(4, 10))
-    tokens = rng.integers(0, 256, (B, T + 1)).astype(np.int32)
-    inp, tgt = np.ascontiguousarray(tokens[:, :-1]), np.ascontiguousarray(tokens[:, 1:])
-    mask = rows_without_0(rng, B, T, 0.4)
-    mask[:, 1] = True   # every row has a masked position
-    want = np.where(mask, MASK, inp)
+    for trial in range(2):
+        B, T = int(rng.integers(1, 5)), int(rng.integers(3, 12))
+        tokens = rng.integers(0, 256, (B, T + 1)).astype(np.int32)
+        inp, tgt = np.ascontiguousarray(tokens[:, :-1]), np.ascontiguousarray(tokens[:, 1:])
+        mask = rows_without_0(rng, B, T, 0.4)
+        mask[:, 1] = True   # every row has a masked position
+        want = np.where(mask, MASK, inp)
 
-    got = shaped(arr(replace_masked(Tensor(inp), Tensor(mask)), "replace_masked"), (B, T), "replace_masked")
-    if not np.issubdtype(got.dtype, np.integer):
-        raise Failed(f"replace_masked must return integer token ids, got dtype {got.dtype}")
-    if not (got[mask] == MASK).all():
-        raise Failed(f"masked inputs must become MASK={MASK}, got {sorted(set(got[mask].tolist()))[:5]}")
-    if not (got == want).all():
-        raise Failed("replace_masked changed inputs at positions that are not masked")
+        got = shaped(arr(replace_masked(Arg(inp), Arg(mask)), "replace_masked"), (B, T), "replace_masked")
+        if not np.issubdtype(got.dtype, np.integer):
+            raise Failed(f"replace_masked must return integer token ids, got dtype {got.dtype}")
+        if not (got[mask] == MASK).all():
+            raise Failed(f"masked inputs must become MASK={MASK}, got {sorted(set(got[mask].tolist()))[:5]}")
+        if not (got == want).all():
+            raise Failed("replace_masked changed inputs at positions that are not masked")
 
-    i2, t2, hidden = parts(apply_mask(Tensor(inp), Tensor(tgt), Tensor(mask), "replace"), 3, "apply_mask")
-    i2, t2 = arr(i2, "apply_mask's inp"), arr(t2, "apply_mask's tgt")
-    if t2.shape == tgt.shape and (t2 == np.where(mask, MASK, tgt)).all():
-        raise Failed("the targets were masked instead of the inputs: MASK goes into inp, tgt keeps the true next tokens")
-    if t2.shape != tgt.shape or not (t2 == tgt).all():
-        raise Failed("replace mode must return the targets unchanged (every next token is still predicted)")
-    if i2.shape != inp.shape or not (i2 == want).all():
-        raise Failed("replace mode must return inp with MASK at the masked positions and the tokens elsewhere")
-    if hidden is not None:
-        raise Failed("replace mode hides no attention keys: return None as hidden_keys")
+        i2, t2, hidden = parts(apply_mask(Arg(inp), Arg(tgt), Arg(mask), "replace"), 3, "apply_mask")
+        i2, t2 = arr(i2, "apply_mask's inp"), arr(t2, "apply_mask's tgt")
+        if t2.shape == tgt.shape and (t2 == np.where(mask, MASK, tgt)).all():
+            raise Failed("the targets were masked instead of the inputs: MASK goes into inp, tgt keeps the true next tokens")
+        if t2.shape != tgt.shape or not (t2 == tgt).all():
+            raise Failed("replace mode must return the targets unchanged (every next token is still predicted)")
+        if i2.shape != inp.shape or not (i2 == want).all():
+            raise Failed("replace mode must return inp with MASK at the masked positions and the tokens elsewhere")
+        # no key is hidden: None, or (accepted as the same thing) an all-False (B,T) mask
+        if kind(hidden) != "none" and not (kind(hidden) == "tensor" and hidden.value.shape == (B, T)
+                                           and not hidden.value.astype(bool).any()):
+            raise Failed("replace mode hides no attention keys: return None as hidden_keys")
 
-    i3, t3, hidden = parts(apply_mask(Tensor(inp), Tensor(tgt), Tensor(mask), "fcm"), 3, "apply_mask")
-    if not ((arr(i3, "inp") == inp).all() and (arr(t3, "tgt") == tgt).all()):
-        raise Failed("fcm mode must leave inp and tgt unchanged (the masked tokens are hidden as keys instead)")
-    if not isinstance(hidden, Tensor) or hidden.shape != (B, T) or not (hidden.numpy().astype(bool) == mask).all():
-        raise Failed("fcm mode must return the mask itself (B,T) bool as hidden_keys")
+        i3, t3, hidden = parts(apply_mask(Arg(inp), Arg(tgt), Arg(mask), "fcm"), 3, "apply_mask")
+        if not ((arr(i3, "inp") == inp).all() and (arr(t3, "tgt") == tgt).all()):
+            raise Failed("fcm mode must leave inp and tgt unchanged (the masked tokens are hidden as keys instead)")
+        if kind(hidden) != "tensor" or hidden.value.shape != (B, T) or hidden.value.dtype != bool \
+                or not (hidden.value == mask).all():
+            raise Failed("fcm mode must return the mask itself (B,T) bool as hidden_keys")
 
 
 def check_fcm(fns, rng: np.random.Generator) -> None:
     mask_scores = fns["mask_scores"]
-    B, H, T = int(rng.integers(1, 4)), int(rng.integers(1, 5)), int(rng.integers(4, 9))
-    scores = rng.standard_normal((B, H, T, T)).astype(np.float32)
-    hidden = rows_without_0(rng, B, T, 0.4)
-    hidden[:, 2] = True
-    for hk, case in [(None, "with hidden_keys=None"), (hidden, "with hidden keys")]:
-        got = arr(mask_scores(Tensor(scores), None if hk is None else Tensor(hk)), "mask_scores")
-        shaped(got, (B, H, T, T), f"mask_scores {case}")
-        vis = got > -1e9                                       # -inf (or a huge negative) = hidden
-        want = np.broadcast_to(visible_oracle(B, T, hk)[:, None], vis.shape)
-        if (vis != want).any():
-            causal = np.broadcast_to(visible_oracle(B, T, None)[:, None], vis.shape)
-            unhidden = np.ones_like(vis) if hk is None else np.broadcast_to(~hk[:, None, None, :], vis.shape)
-            known = {"future keys are visible: keep the causal mask (key j <= query i)": unhidden,
-                     "the causal mask is transposed: query i sees keys j <= i": want.swapaxes(-1, -2)}
-            if hk is not None:
-                known["the hidden keys are still visible: hide key j in every row where hidden_keys[b, j]"] = causal
-                known["hidden positions were hidden as queries (rows), not keys (columns)"] = \
-                    causal & ~hk[:, None, :, None]
-            why = next((m for m, v in known.items() if (vis == v).all()), None)
-            b, h, i, j = np.argwhere(vis != want)[0]
-            raise Failed(f"{case}: query {i} " + ("must not" if vis[b, h, i, j] else "must") + f" see key {j} (batch {b})"
-                         + (f": {why}" if why else ""))
-        if not np.allclose(got[vis], scores[vis]):
-            raise Failed(f"{case}: the visible scores must stay unchanged")
+    for trial in range(2):                                   # two random shapes
+        B, H, T = int(rng.integers(1, 4)), int(rng.integers(1, 5)), int(rng.integers(3, 10))
+        scores = rng.standard_normal((B, H, T, T)).astype(np.float32)
+        hidden = rows_without_0(rng, B, T, 0.4)
+        hidden[:, 2] = True
+        for hk, case in [(None, "with hidden_keys=None"), (hidden, "with hidden keys")]:
+            got = arr(mask_scores(Arg(scores), None if hk is None else Arg(hk)), "mask_scores")
+            shaped(got, (B, H, T, T), f"mask_scores {case}")
+            vis = got > -1e9                                       # -inf (or a huge negative) = hidden
+            want = np.broadcast_to(visible_oracle(B, T, hk)[:, None], vis.shape)
+            if (vis != want).any():
+                causal = np.broadcast_to(visible_oracle(B, T, None)[:, None], vis.shape)
+                unhidden = np.ones_like(vis) if hk is None else np.broadcast_to(~hk[:, None, None, :], vis.shape)
+                known = {"future keys are visible: keep the causal mask (key j <= query i)": unhidden,
+                         "the causal mask is transposed: query i sees keys j <= i": want.swapaxes(-1, -2)}
+                if hk is not None:
+                    known["the hidden keys are still visible: hide key j in every row where hidden_keys[b, j]"] = causal
+                    known["hidden positions were hidden as queries (rows), not keys (columns)"] = \
+                        causal & ~hk[:, None, :, None]
+                why = next((m for m, v in known.items() if (vis == v).all()), None)
+                b, h, i, j = np.argwhere(vis != want)[0]
+                raise Failed(f"{case}: query {i} " + ("must not" if vis[b, h, i, j] else "must")
+                             + f" see key {j} (batch {b})" + (f": {why}" if why else ""))
+            if not np.allclose(got[vis], scores[vis]):
+                raise Failed(f"{case}: the visible scores must stay unchanged")
 
 
 def check_cross_entropy(fns, rng: np.random.Generator) -> None:
     ce = fns["cross_entropy"]
-    B, T, V = int(rng.integers(2, 5)), int(rng.integers(3, 8)), 258
-    logits = (rng.standard_normal((B, T, V)) * 2).astype(np.float32)
-    tgt = rng.integers(0, 256, (B, T)).astype(np.int32)
-    tgt[rng.random((B, T)) < 0.25], tgt[0, -1], tgt[:, 0] = PAD, PAD, 7   # some PAD, never a whole row
-    valid = tgt != PAD
-    terms = ce_terms(logits, tgt)
-    mistakes = {"PAD targets were counted in the mean (average over valid positions only)": terms.mean(),
-                "the sum was divided by all B*T positions (divide by the number of valid ones)": terms[valid].sum() / (B * T),
-                "that is the sum, not the mean": terms[valid].sum()}
-    x = Tensor(logits)
-    out = ce(x, Tensor(tgt), Tensor(valid))
-    close(scalar(out, "cross_entropy"), ce_oracle(logits, tgt, valid), "cross_entropy", mistakes)
-    (g,) = gradient(out, x)
-    if not np.abs(g).any():
-        raise Failed("no gradient reaches the logits: compute with tinygrad ops (no .numpy() round trip)")
-    if not np.allclose(g, ce_grad_oracle(logits, tgt, valid), atol=1e-6):
-        raise Failed("the gradient w.r.t. the logits is wrong (expected (softmax - onehot) / n_valid at valid positions)")
+    for trial in range(2):                                   # two random shapes
+        B, T, V = int(rng.integers(1, 5)), int(rng.integers(2, 8)), 258   # 256 bytes + MASK + PAD
+        logits = (rng.standard_normal((B, T, V)) * 2).astype(np.float32)
+        tgt = rng.integers(0, 256, (B, T)).astype(np.int32)
+        tgt[rng.random((B, T)) < 0.25], tgt[0, -1], tgt[:, 0] = PAD, PAD, 1   # some PAD, never a whole row
+        valid = tgt != PAD
+        terms = ce_terms(logits, tgt)
+        mistakes = {"PAD targets were counted in the mean (average over valid positions only)": terms.mean(),
+                    "the sum was divided by all B*T positions (divide by the number of valid ones)":
+                        terms[valid].sum() / (B * T),
+                    "that is the sum, not the mean": terms[valid].sum()}
+        out = ce(Arg(logits, grad=trial == 0), Arg(tgt), Arg(valid))
+        close(scalar(out, "cross_entropy"), ce_oracle(logits, tgt, valid), f"cross_entropy for {(B, T, V)} logits",
+              mistakes)
+        if trial:                                            # the gradient on the first shape only (compile time)
+            continue
+        (g,) = grads(out, 1, "cross_entropy")
+        if not np.abs(g).any():
+            raise Failed("no gradient reaches the logits: compute with tinygrad ops (no .numpy() round trip)")
+        if not np.allclose(g, ce_grad_oracle(logits, tgt, valid), atol=1e-6):
+            raise Failed("the gradient w.r.t. the logits is wrong (expected (softmax - onehot) / n_valid at valid positions)")
     big = logits * 1000
-    got = scalar(ce(Tensor(big), Tensor(tgt), Tensor(valid)), "cross_entropy")
+    got = scalar(ce(Arg(big), Arg(tgt), Arg(valid)), "cross_entropy")
     if not np.isfinite(got):
         raise Failed(f"cross_entropy is {got} at 1000x logits: subtract each row's max before exp (log-sum-exp)")
     close(got, ce_oracle(big, tgt, valid), "cross_entropy at 1000x logits")
@@ -217,7 +324,7 @@ def check_cross_entropy(fns, rng: np.random.Generator) -> None:
 def check_zloss(fns, rng: np.random.Generator) -> None:
     zloss = fns["attention_zloss"]
     depth, B, H, T = int(rng.integers(2, 5)), int(rng.integers(1, 4)), int(rng.integers(2, 5)), int(rng.integers(2, 7))
-    for depth, B, H, T in [(depth, B, H, T), (depth + 1, B + 1, H, T + 1)]:   # two sizes: nothing hard-coded
+    for depth, B, H, T in [(depth, B, H, T), (depth + 1, B + 1, H, T + 1), (1, B, H + 1, T)]:  # nothing hard-coded
         lses = [(rng.standard_normal((B, H, T)) + 1.5).astype(np.float32) for _ in range(depth)]
         s = np.sum(lses, axis=0, dtype=np.float64)
         mistakes = {"each layer was squared before summing over layers (sum the layers first, then square)":
@@ -225,46 +332,69 @@ def check_zloss(fns, rng: np.random.Generator) -> None:
                     "the heads were averaged (sum them)": (s ** 2).mean(1).mean(),
                     "only the last layer counted (sum over every layer)": (lses[-1].astype(np.float64) ** 2).sum(1).mean(),
                     "that is a sum over batch and positions (take their mean)": (s ** 2).sum()}
-        got = scalar(zloss([Tensor(l) for l in lses]), "attention_zloss")
+        if depth == 1:
+            mistakes = {}
+        got = scalar(zloss([Arg(l) for l in lses]), "attention_zloss")
         close(got, zloss_oracle(lses), f"attention_zloss of {depth} layers of {(B, H, T)}", mistakes)
 
 
 def check_next_embed(fns, rng: np.random.Generator) -> None:
     loss = fns["next_embed_loss"]
-    B, T, D = int(rng.integers(1, 4)), int(rng.integers(3, 8)), int(rng.integers(2, 9))
-    pred, target = (rng.standard_normal((B, T, D)).astype(np.float32) for _ in range(2))
-    valid = rng.random((B, T)) > 0.3
-    valid[0, 0], valid[0, -1] = True, False
-    p, t = Tensor(pred), Tensor(target)
-    for kind in ("mse", "l1"):
-        other = "l1" if kind == "mse" else "mse"
-        mistakes = {"positions with PAD targets were counted (average over valid positions only)":
-                    next_embed_oracle(pred, target, np.ones_like(valid), kind),
-                    "that is summed over D (average over the D dims too)": next_embed_oracle(pred, target, valid, kind) * D,
-                    f"that is the {other} loss": next_embed_oracle(pred, target, valid, other)}
-        out = loss(p, t, Tensor(valid), kind)
-        close(scalar(out, f"next_embed_loss({kind!r})"), next_embed_oracle(pred, target, valid, kind),
-              f"next_embed_loss({kind!r})", mistakes)
-        if kind == "mse":
-            gp, gt = gradient(out, p, t)
-    if np.abs(gt).any():
-        raise Failed("gradient flows into the target: detach it, so the loss can't pull the embeddings toward the prediction")
-    want = 2 * (pred - target) * valid[..., None] / (valid.sum() * D)
-    if not np.allclose(gp, want, atol=1e-6):
-        raise Failed("the gradient w.r.t. pred is wrong" + (" (none reaches it)" if not np.abs(gp).any() else ""))
+    for trial in range(2):                                   # two random shapes, both kinds
+        B, T, D = int(rng.integers(1, 4)), int(rng.integers(2, 8)), int(rng.integers(1, 9))
+        pred, target = (rng.standard_normal((B, T, D)).astype(np.float32) for _ in range(2))
+        valid = rng.random((B, T)) > 0.3
+        valid[0, 0], valid[0, -1] = True, False
+        for kind_ in ("mse", "l1"):
+            other = "l1" if kind_ == "mse" else "mse"
+            mistakes = {"positions with PAD targets were counted (average over valid positions only)":
+                        next_embed_oracle(pred, target, np.ones_like(valid), kind_),
+                        f"that is the {other} loss": next_embed_oracle(pred, target, valid, other)}
+            if D > 1:
+                mistakes["that is summed over D (average over the D dims too)"] = \
+                    next_embed_oracle(pred, target, valid, kind_) * D
+            out = loss(Arg(pred, grad=trial == 0), Arg(target, grad=trial == 0), Arg(valid), kind_)
+            what = f"next_embed_loss({kind_!r}) for {(B, T, D)}"
+            close(scalar(out, what), next_embed_oracle(pred, target, valid, kind_), what, mistakes)
+            if trial:                                        # gradients on the first shape only (compile time)
+                continue
+            gp, gt = grads(out, 2, what)
+            if np.abs(gt).any():
+                raise Failed(f"{what}: gradient flows into the target: detach it (for both kinds), so the loss "
+                             f"can't pull the embeddings toward the prediction")
+            if not np.allclose(gp, next_embed_grad_oracle(pred, target, valid, kind_), atol=1e-6):
+                raise Failed(f"{what}: the gradient w.r.t. pred is wrong"
+                             + (" (none reaches it)" if not np.abs(gp).any() else ""))
 
 
 def check_total(fns, rng: np.random.Generator) -> None:
     total_loss = fns["total_loss"]
     ce, z, ne = (float(v) for v in rng.uniform(0.5, 8, 3).astype(np.float32))
-    w1, w2 = (float(w) for w in rng.uniform(0.05, 0.9, 2))
-    for zw, nw in [(w1, w2), (0.0, w2), (w1, 0.0)]:
-        mistakes = {"the weights are swapped (zloss_weight goes with zloss)": ce + nw * z + zw * ne,
-                    "the components were added without their weights": ce + (zw > 0) * z + (nw > 0) * ne,
-                    "the z-loss is missing": ce + nw * ne, "the next-embed loss is missing": ce + zw * z}
-        got = total_loss(*(Tensor(v, dtype=dtypes.float32) for v in (ce, z, ne)), zw, nw)
-        close(scalar(got, "total_loss"), ce + zw * z + nw * ne,
-              f"total with zloss_weight={zw:.3g}, next_embed_weight={nw:.3g}", mistakes)
+    w = float(rng.uniform(0.05, 0.9))
+    # a grid of weights: 0 (left out, even when its component is nan or inf), tiny, negative, ordinary
+    grid = [(w, 0.3 + w, z, ne), (0.0, w, np.nan, ne), (-w, 1e-6, z, 2e5), (1e-30, 0.0, 3e29, np.inf)]
+    for zw, nw, zv, nv in grid:
+        zw, nw = float(np.float32(zw)), float(np.float32(nw))
+        want = ce + (zw * np.float64(zv) if zw != 0 else 0) + (nw * np.float64(nv) if nw != 0 else 0)
+        mistakes = {}
+        if (zw == 0 and not np.isfinite(zv)) or (nw == 0 and not np.isfinite(nv)):
+            mistakes["a component whose weight is 0 leaked into the total (0 * inf and 0 * nan are nan): leave it "
+                     "out, don't multiply it by 0"] = np.nan
+        mistakes["the weights are swapped (zloss_weight goes with zloss)"] = ce + nw * zv + zw * nv
+        for name, wt, v, keep in [("zloss", zw, zv, nw * nv), ("next-embed loss", nw, nv, zw * zv)]:
+            if wt != 0:
+                why = ("negative" if wt < 0 else "tiny" if abs(wt) < 1e-3 else "")
+                mistakes[f"the {name} with its {why + ' ' if why else ''}weight {wt:g} was left out (only a weight "
+                         f"of exactly 0 leaves a component out)"] = ce + (keep if keep == keep else 0)
+        out = total_loss(*(Arg(np.float32(v), grad=True) for v in (ce, zv, nv)), zw, nw)
+        what = f"total with zloss_weight={zw:g} (zloss={zv:g}), next_embed_weight={nw:g} (next_embed={nv:g})"
+        close(scalar(out, "total_loss"), want, what, mistakes)
+        if np.isfinite(want):
+            g = grads(out, 3, "total_loss")
+            if not np.allclose([float(x) for x in g], [1.0, zw if zw != 0 else 0, nw if nw != 0 else 0],
+                               rtol=1e-5, atol=1e-30):
+                raise Failed(f"{what}: the gradient w.r.t. (ce, zloss, next_embed) is {[float(x) for x in g]}, "
+                             f"expected (1, zloss_weight, next_embed_weight) with 0 for a left-out component")
 
 
 CHECKS = {"shift": check_shift, "mask_positions": check_mask_positions, "replace": check_replace,

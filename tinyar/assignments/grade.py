@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
+from tinyar.assignments.calls import local
 from tinyar.assignments.tasks import BY_ID, TASKS, reference_functions
 
 PASSED, FAILED, TODO = "passed", "failed", "not implemented"
@@ -64,7 +65,7 @@ def run_task(task_id: str, path: Path | None, seed: int = 0) -> dict:
     if missing := [n for n in BY_ID[task_id].functions if n not in fns]:
         return {"status": TODO, "reason": f"no function {missing[0]} in {path.name}"}
     try:
-        run_check(task_id, fns, seed)
+        run_check(task_id, local(fns), seed)
     except NotImplementedError as e:
         return {"status": TODO, "reason": str(e).strip().splitlines()[0] if str(e).strip() else "NotImplementedError"}
     except Failed as e:

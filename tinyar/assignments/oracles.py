@@ -44,6 +44,21 @@ def next_embed_oracle(pred, target, valid, kind: str) -> float:
     return float(err[valid].mean())
 
 
+def next_embed_grad_oracle(pred, target, valid, kind: str) -> np.ndarray:
+    """d loss / d pred: 2(pred-target) ('mse') or sign(pred-target) ('l1') at valid positions,
+    over (number of valid positions x D)."""
+    B, T, D = pred.shape
+    n = int(valid.sum()) * D
+    g = np.zeros((B, T, D))
+    for b in range(B):
+        for t in range(T):
+            for d in range(D):
+                if valid[b, t]:
+                    e = float(pred[b, t, d]) - float(target[b, t, d])
+                    g[b, t, d] = (2 * e if kind == "mse" else np.sign(e)) / n
+    return g
+
+
 def visible_oracle(B: int, T: int, hidden: np.ndarray | None) -> np.ndarray:
     """(B,T,T) bool: query i sees key j iff j <= i and key j is not hidden."""
     vis = np.zeros((B, T, T), dtype=bool)

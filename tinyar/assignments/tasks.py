@@ -31,7 +31,7 @@ TASKS = (
     Task("shift", "tinyar.loss", ("shift",), 10,
          "return the inputs (B,T) and the next-token targets (B,T) of a (B,T+1) window (lesson 2, the shift)"),
     Task("mask_positions", "tinyar.loss", ("choose_mask_positions",), 15,
-         "draw exactly num_masked(T, p) distinct positions per row from 1..T-1 with rng (lesson 6, masking)"),
+         "draw exactly num_masked(T, p) distinct positions per row, uniform over 1..T-1, rows independent, all from rng (lesson 6, masking)"),
     Task("replace", "tinyar.loss", ("replace_masked", "apply_mask"), 10,
          "put MASK into the masked inputs; targets stay; fcm returns the mask as hidden keys (lesson 6, masking)"),
     Task("fcm", "tinyar.model", ("mask_scores",), 15,
@@ -41,9 +41,9 @@ TASKS = (
     Task("zloss", "tinyar.loss", ("attention_zloss",), 15,
          "sum the log-sum-exps over layers, then square, sum over heads, mean the rest (lesson 7, z-loss)"),
     Task("next_embed", "tinyar.loss", ("next_embed_loss",), 15,
-         "mean squared / absolute error to the detached target over valid positions and dims (lesson 8, next-embed)"),
+         "mean squared / absolute error to the detached target (both kinds) over valid positions and dims (lesson 8, next-embed)"),
     Task("total", "tinyar.loss", ("total_loss",), 5,
-         "ce plus each other component times its own weight (lesson 9, the training loop)"),
+         "ce plus each other component times its own weight; a weight of exactly 0 leaves it out (lesson 9, the training loop)"),
 )
 BY_ID = {t.id: t for t in TASKS}
 MAX_POINTS = sum(t.points for t in TASKS)
