@@ -157,8 +157,7 @@ from tinyar.loss import choose_mask_positions as reference_choose
 
 def shift(tokens):                      # hangs, with a child process of its own
     import subprocess
-    child = subprocess.Popen(["sleep", "300"])
-    open(os.environ["EVIL_PID_FILE"], "w").write(str(child.pid))
+    subprocess.Popen(["sleep", os.environ["EVIL_MARKER"]])
     while True:
         time.sleep(0.1)
 
@@ -182,21 +181,33 @@ def total_loss(ce, zloss, next_embed, zloss_weight, next_embed_weight):
 '''
 
 
+def running(marker: str) -> list[str]:
+    """Live processes whose command line holds marker (a unique `sleep` argument)."""
+    found = []
+    for p in Path("/proc").glob("[0-9]*"):
+        try:
+            if marker in (p / "cmdline").read_text().replace("\0", " ") and \
+                    (p / "stat").read_text().split(")")[1].split()[0] != "Z":
+                found.append(p.name)
+        except OSError:
+            pass
+    return found
+
+
 def test_grading_survives_hangs_crashes_exits_chatter_and_syntax_errors(tmp_path):
-    folder, pid_file = tmp_path / "class", tmp_path / "sleep.pid"
+    folder, marker = tmp_path / "class", f"{7000 + os.getpid() % 1000}.{time.time_ns() % 10**6}"
     folder.mkdir()
     (folder / "evil.py").write_text(EVIL)
     (folder / "broken.py").write_text("def shift(tokens):\n    return (\n")
     before = snapshot(ROOT / "tinyar", ROOT / "lessons")
     tasks = [a for t in ("shift", "mask_positions", "replace", "cross_entropy", "total") for a in ("--task", t)]
-    r = cli("grade", str(folder), *tasks, "--timeout", "15", "--jobs", "2", "--json", env={"EVIL_PID_FILE": str(pid_file)})
+    r = cli("grade", str(folder), *tasks, "--timeout", "15", "--jobs", "2", "--json", env={"EVIL_MARKER": marker})
     assert r.returncode == 1, r.stderr
     assert "chatter" not in r.stdout + r.stderr and len(r.stdout) < 20_000
     subs = {name(s["submission"]): {t["task"]: t for t in s["tasks"]} for s in json.loads(r.stdout)}
     evil, broken = subs["evil"], subs["broken"]
     assert evil["shift"]["status"] == "failed" and "15 s time limit" in evil["shift"]["reason"]
-    stat = Path(f"/proc/{pid_file.read_text()}/stat")   # the hung task's own child was stopped too
-    assert not stat.exists() or stat.read_text().split(")")[1].split()[0] == "Z"   # gone, or dead awaiting reaping
+    assert not running(marker)                          # the hung task's own child was stopped too
     assert evil["mask_positions"]["status"] == "passed"
     assert evil["replace"]["status"] == "failed" and "SIGSEGV" in evil["replace"]["reason"]
     assert evil["cross_entropy"]["status"] == "failed" and "exited with code 3" in evil["cross_entropy"]["reason"]
@@ -210,19 +221,48 @@ def test_grading_survives_hangs_crashes_exits_chatter_and_syntax_errors(tmp_path
 
 def test_ctrl_c_stops_grading_and_every_process_it_started(tmp_path):
     (tmp_path / "evil.py").write_text(EVIL)
-    pid_file = tmp_path / "sleep.pid"
+    marker = f"{8000 + os.getpid() % 1000}.{time.time_ns() % 10**6}"
     proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "grade", str(tmp_path / "evil.py"), "--task", "shift"],
-                            cwd=ROOT, env={**os.environ, "EVIL_PID_FILE": str(pid_file)},
+                            cwd=ROOT, env={**os.environ, "EVIL_MARKER": marker},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for _ in range(600):                          # until the hung task has started its own child
-        if pid_file.exists() and pid_file.read_text():
+    for _ in range(1200):                         # until the hung task has started its own child
+        if running(marker):
             break
         time.sleep(0.1)
+    assert running(marker)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode != 0 and "Traceback" not in err
-    stat = Path(f"/proc/{pid_file.read_text()}/stat")
-    assert not stat.exists() or stat.read_text().split(")")[1].split()[0] == "Z"
+    assert not running(marker)
+
+
+ATTACKS = Path(__file__).resolve().parent / "assign_attacks"
+
+
+def test_attacks_score_zero_and_are_contained(tmp_path):
+    """tests/assign_attacks/: forging a verdict, writing into the library, setsid children
+    that outlive grading, a memory hog. Each scores 0; the library is unchanged; nothing is
+    left running (setsid children need the sandbox: Linux, root, unshare)."""
+    from tinyar.assignments.grade import sandbox_works
+    contents = lambda: {p: p.read_bytes() for f in ("tinyar", "lessons") for p in (ROOT / f).rglob("*") if p.is_file()}
+    before = contents()
+    r = cli("grade", str(ATTACKS), "--task", "shift", "--task", "total", "--timeout", "20", "--jobs", "2", "--json")
+    assert r.returncode == 1, r.stderr
+    subs = {name(s["submission"]): {t["task"]: t for t in s["tasks"]} | {"score": s["score"]} for s in json.loads(r.stdout)}
+    assert set(subs) == {p.stem for p in ATTACKS.glob("*.py")}
+    assert all(s["score"] == 0 for s in subs.values()), subs
+    assert "grading channel" in subs["forge_verdict"]["shift"]["reason"]
+    assert "MemoryError" in subs["memory_hog"]["shift"]["reason"] and "MemoryError" in subs["memory_hog"]["total"]["reason"]
+    assert "time limit" in subs["setsid_escape"]["shift"]["reason"]
+    assert contents() == before                                    # written to nowhere, or undone
+    assert not list((ROOT / "tinyar").glob("pwned*"))
+    if sandbox_works():
+        assert not running("7357.25")
+        assert subs["write_library"]["shift"]["status"] == "not implemented"
+    else:
+        assert "wrote into the library" in subs["write_library"]["shift"]["reason"]
+        for pid in running("7357.25"):             # clean up what an unsandboxed run could not stop
+            os.kill(int(pid), signal.SIGKILL)
 
 
 def test_pytest_marker_selects_one_task_and_runs_it_on_a_submission():

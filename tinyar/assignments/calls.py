@@ -72,9 +72,10 @@ def invoke(fn, args: list) -> Out:
             if wrt and x.shape == () and dtypes.is_float(x.dtype):
                 try:
                     gs = x.gradient(*wrt)
-                    Tensor.realize(x, *gs)            # value and gradients in one schedule
                 except Exception as e:  # noqa: BLE001 — any failure means: no usable gradient
-                    gs, error = None, f"{type(e).__name__}: {str(e).strip()[:200]}"
+                    error = f"{type(e).__name__}: {str(e).strip()[:200]}"
+            if gs is not None:
+                Tensor.realize(x, *gs)                # value and gradients in one schedule
             return Out("tensor", np.asarray(x.numpy()), None if gs is None else [np.asarray(g.numpy()) for g in gs],
                        error)
         if isinstance(x, np.ndarray):

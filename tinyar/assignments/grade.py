@@ -1,62 +1,55 @@
-"""Grading a submission: every task's check runs in its own Python process, in a fresh
-temporary folder, with its output thrown away and a time limit, so a file that crashes,
-loops or prints a lot fails only that task, and nothing is written next to the library.
+"""Grading: the checks run here, in the grading process; the submission runs in a child.
 
-    grade([Path("hw1/tasks.py")])      # parent side: one process per task -> results
-    python -m tinyar.assignments.grade TASK PATH RESULT.json SEED    # child side (PATH '-': the reference)
+The child (sandbox.py) imports the student's file and calls its functions on request; this
+process sends the inputs, reads back plain numbers and decides. Nothing the submission
+does can write a verdict: there is no result file, and a child that sends garbage, dies or
+overruns the time limit fails that task. Where `unshare` works (Linux, as root) the child
+runs in its own PID, mount and network namespaces with every file system read-only except a
+scratch tmpfs and no capabilities, so it can't write into the library or other submissions,
+and killing it at the time limit kills everything it started, `setsid` children included.
+Elsewhere it runs in its own session and the library is checked and restored after each
+submission. Either way its memory is limited and its prints go nowhere.
+
+    grade([Path("hw1/tasks.py")])        # -> one dict per submission
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
+import select
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import traceback
 from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
-from tinyar.assignments.calls import local
-from tinyar.assignments.tasks import BY_ID, TASKS, reference_functions
+import numpy as np
+
+from tinyar.assignments.calls import StudentError, decode_out, encode_args, local
+from tinyar.assignments.sandbox import SETUP, describe, load_functions
+from tinyar.assignments.tasks import BY_ID, TASKS
 
 PASSED, FAILED, TODO = "passed", "failed", "not implemented"
 LIBRARY_ROOT = Path(__file__).resolve().parents[2]  # the folder holding the tinyar package
-RUNNING: set[subprocess.Popen] = set()                  # so Ctrl-C can stop every grading process
+MEMORY_LIMIT = 4 << 30                              # bytes of address space a submission may use
+RUNNING: set[subprocess.Popen] = set()              # so Ctrl-C can stop every grading process
 RUNNING_LOCK = threading.Lock()
 
 
-# ── child side: load the file, run one check ─────────────────────────────────────────────
-
-def load_functions(path: Path | None) -> dict:
-    """The graded functions a submission defines (path None: the library's reference)."""
-    if path is None:
-        return reference_functions()
-    sys.path.insert(0, str(path.parent))            # helpers next to the file may be imported
-    spec = importlib.util.spec_from_file_location("tinyar_submission", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    names = [name for t in TASKS for name in t.functions]
-    return {n: fn for n in names if callable(fn := getattr(module, n, None))}
+class ChildGone(Exception):
+    """The child died, overran the time limit or sent something that isn't an answer."""
 
 
-def describe(e: BaseException, path: Path | None) -> str:
-    """'TypeError: message (tasks.py line 12)': the exception's first line and where in the
-    submission it happened."""
-    if isinstance(e, SyntaxError) and e.lineno:
-        return f"{type(e).__name__}: {e.msg} ({Path(e.filename or '?').name} line {e.lineno})"
-    lines = str(e).strip().splitlines()
-    msg = f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
-    where = [f for f in traceback.extract_tb(e.__traceback__) if path is not None and Path(f.filename) == path]
-    return msg + (f" ({path.name} line {where[-1].lineno})" if where else "")
-
+# ── in this process (pytest, tests): the checks call the functions directly ──────────────
 
 def run_task(task_id: str, path: Path | None, seed: int = 0) -> dict:
-    """Run one task's check in this process. -> {"status", "reason"}"""
+    """Run one task's check in this process (no isolation). -> {"status", "reason"}"""
     from tinyar.assignments.checks import Failed, run_check
     try:
         fns = load_functions(path)
@@ -75,65 +68,189 @@ def run_task(task_id: str, path: Path | None, seed: int = 0) -> dict:
     return {"status": PASSED, "reason": ""}
 
 
-def child_main(task_id: str, path: str, result: str, seed: str) -> None:
-    sys.dont_write_bytecode = True
-    quiet = os.open(os.devnull, os.O_WRONLY)          # a chatty submission can't flood anything
-    os.dup2(quiet, 1), os.dup2(quiet, 2)
-    out = run_task(task_id, None if path == "-" else Path(path).resolve(), int(seed))
-    Path(result).write_text(json.dumps(out))
+# ── the child: started, asked, stopped ───────────────────────────────────────────────────
+
+@lru_cache(maxsize=1)
+def sandbox_works() -> bool:
+    """Can this machine run a child in fresh namespaces (root, util-linux unshare, setpriv)?"""
+    if os.name != "posix" or not shutil.which("unshare") or not shutil.which("setpriv"):
+        return False
+    with tempfile.TemporaryDirectory(prefix="tinyar-probe-") as tmp:
+        r = subprocess.run(["unshare", "--pid", "--fork", "--kill-child", "--mount", "--mount-proc", "--net", "--",
+                            "/bin/sh", "-c", SETUP, "sh", tmp, "/bin/sh", "-c", f"! touch {LIBRARY_ROOT}/.probe"],
+                           capture_output=True, timeout=60)
+        return r.returncode == 0
 
 
-# ── parent side: one process per task ────────────────────────────────────────────────────
+@lru_cache(maxsize=1)
+def cache_snapshot() -> str | None:
+    """A consistent copy of tinygrad's compile cache for the children to start from (each
+    child works on its own copy, so no submission can plant a kernel for the next one)."""
+    try:
+        from tinygrad.helpers import CACHEDB
+        import sqlite3
+        if not os.path.exists(CACHEDB) or os.path.getsize(CACHEDB) > 256 << 20:
+            return None
+        dst = Path(tempfile.mkdtemp(prefix="tinyar-grade-cache-")) / "cache.db"
+        with sqlite3.connect(CACHEDB, timeout=10) as src, sqlite3.connect(dst) as out:
+            src.backup(out)
+        dst.chmod(0o444)
+        return str(dst)
+    except Exception:  # noqa: BLE001 — no cache only makes the first compiles slower
+        return None
+
 
 def stop(proc: subprocess.Popen) -> None:
-    """Kill a grading process and everything it started (it leads its own process group)."""
+    """Kill a child and everything it started (its process group; its whole PID namespace
+    when sandboxed, since the namespace dies with its first process)."""
     try:
         os.killpg(proc.pid, signal.SIGKILL) if os.name == "posix" else proc.kill()
     except (ProcessLookupError, PermissionError):
         pass
 
+
 def exit_reason(code: int, err: str) -> str:
-    if code < 0:
+    if code < 0 or code > 128 and code - 128 in {s.value for s in signal.Signals}:   # unshare reports 128+N
+        n = -code if code < 0 else code - 128
         try:
-            return f"the process was killed by {signal.Signals(-code).name} (a crash?)"
+            return f"the process was killed by {signal.Signals(n).name} (a crash?)"
         except ValueError:
-            return f"the process was killed by signal {-code}"
+            return f"the process was killed by signal {n}"
     last = [l for l in err.strip().splitlines() if l.strip()]
     return f"the process exited with code {code} before finishing" + (f": {last[-1][:200]}" if last else "")
 
 
-def grade_task(task_id: str, path: Path | None, timeout: float = 120.0, seed: int = 0) -> dict:
-    """Run one task's check in a fresh process. -> {"task", "status", "points", "max_points", "reason", "seconds"}"""
-    task, t0 = BY_ID[task_id], time.perf_counter()
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1",
-           "PYTHONPATH": os.pathsep.join([str(LIBRARY_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    with tempfile.TemporaryDirectory(prefix="tinyar-grade-") as tmp:
-        result, err = Path(tmp) / "result.json", Path(tmp) / "stderr.txt"
-        cmd = [sys.executable, "-m", "tinyar.assignments.grade", task_id, "-" if path is None else str(path.resolve()),
-               str(result), str(seed)]
-        with open(err, "w") as err_file:
-            proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    stderr=err_file, start_new_session=os.name == "posix")
-            with RUNNING_LOCK:
-                RUNNING.add(proc)
-            try:
-                code = proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                stop(proc)                  # the whole group: a hung task's own children too
-                proc.wait()
-                code = None
-            finally:
-                with RUNNING_LOCK:
-                    RUNNING.discard(proc)
-        if code is None:
-            out = {"status": FAILED, "reason": f"stopped at the {timeout:g} s time limit (an endless loop?)"}
-        elif result.exists():
-            out = json.loads(result.read_text())
-        else:
-            out = {"status": FAILED, "reason": exit_reason(code, err.read_text(errors="replace")[-2000:])}
-    points = task.points if out["status"] == PASSED else 0
-    return {"task": task_id, "status": out["status"], "points": points, "max_points": task.points,
-            "reason": out["reason"], "seconds": round(time.perf_counter() - t0, 1)}
+class Child:
+    """One submission's child process, answering calls until it is closed or killed."""
+
+    def __init__(self, path: Path | None):
+        self.path, self.buf, self.tmp = path, b"", tempfile.TemporaryDirectory(prefix="tinyar-grade-")
+        work, err = Path(self.tmp.name) / "work", Path(self.tmp.name) / "stderr.txt"
+        work.mkdir()
+        cmd = [sys.executable, "-m", "tinyar.assignments.sandbox", "-" if path is None else str(path.resolve())]
+        if sandbox_works():
+            cmd = ["unshare", "--pid", "--fork", "--kill-child", "--mount", "--mount-proc", "--net", "--",
+                   "/bin/sh", "-c", SETUP, "sh", str(work), *cmd]
+        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "TINYAR_GRADE_MEMORY": str(MEMORY_LIMIT),
+               "CACHEDB": str(work / "tinygrad-cache.db"), "TINYAR_GRADE_CACHE": cache_snapshot() or "",
+               "TMPDIR": str(work), "PYTHONPATH": os.pathsep.join([str(LIBRARY_ROOT),
+                                                                   *filter(None, [os.environ.get("PYTHONPATH")])])}
+        self.err = open(err, "w")
+        self.proc = subprocess.Popen(cmd, cwd=work, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.err, start_new_session=os.name == "posix")
+        with RUNNING_LOCK:
+            RUNNING.add(self.proc)
+        self.hello: dict = {}
+
+    def receive(self, deadline: float) -> dict:
+        """The child's next JSON line, or ChildGone (died, time limit, garbage)."""
+        while b"\n" not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.proc.stdout], [], [], left)[0]:
+                raise ChildGone("time limit")
+            chunk = os.read(self.proc.stdout.fileno(), 1 << 20)
+            if not chunk:
+                raise ChildGone("exited")
+            self.buf += chunk
+            if len(self.buf) > 256 << 20:
+                raise ChildGone("the submission sent more than 256 MB instead of an answer")
+        line, self.buf = self.buf.split(b"\n", 1)
+        try:
+            msg = json.loads(line)
+            assert isinstance(msg, dict)
+            return msg
+        except (ValueError, AssertionError):
+            raise ChildGone("the grading channel was written to by the submission") from None
+
+    def call(self, name: str, args: tuple, deadline: float):
+        try:
+            self.proc.stdin.write(json.dumps({"call": name, "args": encode_args(list(args))}).encode() + b"\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise ChildGone("exited") from None
+        msg = self.receive(deadline)
+        try:
+            if "error" in msg:
+                e = msg["error"]
+                raise StudentError(str(e["kind"])[:80], str(e["message"])[:300], e["line"] if isinstance(e["line"], int) else None)
+            out = decode_out(msg["out"])
+            for rng, state in zip([a for a in args if isinstance(a, np.random.Generator)], msg["rngs"]):
+                rng.bit_generator.state = state        # the student's draws moved it on
+            return out
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise ChildGone("the grading channel was written to by the submission") from None
+
+    def reason(self, why: str, timeout: float) -> str:
+        """Why the child is gone, in words (after close())."""
+        if why == "time limit":
+            return f"stopped at the {timeout:g} s time limit (an endless loop?)"
+        if why != "exited":
+            return why
+        self.err.flush()
+        return exit_reason(self.proc.returncode, (Path(self.tmp.name) / "stderr.txt").read_text(errors="replace")[-2000:])
+
+    def close(self) -> None:
+        """Stop the child and everything it started; remove its scratch folder."""
+        stop(self.proc)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+        with RUNNING_LOCK:
+            RUNNING.discard(self.proc)
+        self.err.close()
+        self.tmp.cleanup()
+
+
+# ── one submission: every task, the checks here, the functions there ───────────────────
+
+def library_files() -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in sorted((LIBRARY_ROOT / "tinyar").rglob("*.py"))}
+
+
+def grade_submission(path: Path | None, ids: list[str], timeout: float, seed: int,
+                     on_result: Callable[[Path | None, dict], None] | None = None) -> list[dict]:
+    from tinyar.assignments.checks import Failed, run_check
+    before, child, results = library_files(), None, []
+    for task_id in ids:
+        task, t0 = BY_ID[task_id], time.perf_counter()
+        deadline = time.monotonic() + timeout
+        try:
+            if child is None:
+                child = Child(path)
+                child.hello = child.receive(deadline)   # {"ready": [names]} or {"load_error": why}
+            if "load_error" in child.hello:
+                out = {"status": FAILED, "reason": f"the file does not load: {str(child.hello['load_error'])[:300]}"}
+            elif missing := [n for n in task.functions if n not in child.hello.get("ready", [])]:
+                out = {"status": TODO, "reason": f"no function {missing[0]} in {path.name if path else 'the library'}"}
+            else:
+                run_check(task_id, {n: (lambda n: lambda *a: child.call(n, a, deadline))(n) for n in task.functions},
+                          seed)
+                out = {"status": PASSED, "reason": ""}
+        except StudentError as e:
+            where = f" ({path.name} line {e.line})" if e.line and path else ""
+            out = ({"status": TODO, "reason": e.message or "NotImplementedError"} if e.kind == "NotImplementedError"
+                   else {"status": FAILED, "reason": f"{e.kind}: {e.message}{where}" if e.message else e.kind + where})
+        except Failed as e:
+            out = {"status": FAILED, "reason": str(e)}
+        except ChildGone as e:
+            child.close()
+            out, child = {"status": FAILED, "reason": child.reason(str(e), timeout)}, None
+        r = {"task": task_id, "status": out["status"], "points": task.points if out["status"] == PASSED else 0,
+             "max_points": task.points, "reason": out["reason"], "seconds": round(time.perf_counter() - t0, 1)}
+        results.append(r)
+        if on_result:
+            on_result(path, r)
+    if child is not None:
+        child.close()
+    if (after := library_files()) != before:       # only possible without the sandbox: undo, and score 0
+        for p in after.keys() - before.keys():
+            p.unlink()
+        for p, data in before.items():
+            p.write_bytes(data)
+        for r in results:
+            r.update(status=FAILED, points=0, reason="the submission wrote into the library (undone)")
+    return results
 
 
 def find_submissions(path: Path) -> list[Path]:
@@ -149,20 +266,15 @@ def find_submissions(path: Path) -> list[Path]:
 
 def grade(paths: list[Path | None], tasks: list[str] | None = None, timeout: float = 120.0, jobs: int = 1,
           seed: int = 0, on_result: Callable[[Path | None, dict], None] | None = None) -> list[dict]:
-    """Grade each submission (None = the library's reference) on each task, `jobs` processes
-    at a time. -> one dict per submission: {"submission", "score", "max_score", "tasks": [...]}"""
+    """Grade each submission (None = the library's reference) on each task, `jobs`
+    submissions at a time. -> one dict per submission: {"submission", "score", "max_score", "tasks"}"""
     ids = tasks or [t.id for t in TASKS]
-    work = [(p, t) for p in paths for t in ids]
-
-    def one(item):
-        r = grade_task(item[1], item[0], timeout, seed)
-        if on_result:
-            on_result(item[0], r)
-        return r
-
+    if not sandbox_works():
+        print("note: grading without a sandbox (it needs Linux, root and util-linux's unshare): a submission can "
+              "do what your account can; the library is checked and restored after each one", file=sys.stderr)
     pool = ThreadPoolExecutor(max(1, jobs))
     try:
-        results = list(pool.map(one, work))
+        per_sub = list(pool.map(lambda p: grade_submission(p, ids, timeout, seed, on_result), paths))
     except BaseException:               # Ctrl-C: stop every grading process, then give up
         pool.shutdown(wait=False, cancel_futures=True)
         with RUNNING_LOCK:
@@ -171,13 +283,5 @@ def grade(paths: list[Path | None], tasks: list[str] | None = None, timeout: flo
         raise
     finally:
         pool.shutdown()
-    out = []
-    for i, p in enumerate(paths):
-        rs = results[i * len(ids):(i + 1) * len(ids)]
-        out.append({"submission": "reference" if p is None else str(p), "score": sum(r["points"] for r in rs),
-                    "max_score": sum(r["max_points"] for r in rs), "tasks": rs})
-    return out
-
-
-if __name__ == "__main__":
-    child_main(*sys.argv[1:5])
+    return [{"submission": "reference" if p is None else str(p), "score": sum(r["points"] for r in rs),
+             "max_score": sum(r["max_points"] for r in rs), "tasks": rs} for p, rs in zip(paths, per_sub)]
