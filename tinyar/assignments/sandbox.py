@@ -34,14 +34,14 @@ exec setpriv --bounding-set=-all --inh-caps=-all --no-new-privs -- "$@"
 
 def load_functions(path: Path | None) -> dict:
     """The graded functions a submission defines (path None: the library's reference)."""
-    from tinyar.assignments.tasks import TASKS, reference_functions
+    from tinyar.assignments.tasks import BY_ID, reference_functions
     if path is None:
         return reference_functions()
     sys.path.insert(0, str(path.parent))            # helpers next to the file may be imported
     spec = importlib.util.spec_from_file_location("tinyar_submission", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    names = [name for t in TASKS for name in t.functions]
+    names = [name for t in BY_ID.values() for name in t.functions]
     return {n: fn for n in names if callable(fn := getattr(module, n, None))}
 
 
