@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tinyar.assignments.tasks import BY_ID, COMMITTED, MAX_POINTS, TASKS, library_regions, make_tasks_file, reference_functions
+from tinyar.assignments.tasks import (ASSIGNMENTS, BY_ID, COMMITTED, FILES, MAX_POINTS, TASKS, assignment_of,
+                                     library_regions, make_tasks_file, reference_functions)
 from tinyar.assignments.grade import load_functions, run_task
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +45,11 @@ BUG_TASK = {
     "total_drops_tiny.py": ("total", "tiny weight"),
     "total_zero_weight_nan.py": ("total", "weight is 0 leaked"),
     "next_embed_l1_not_detached.py": ("next_embed", "detach"),
+    # assignment 3, the training loop
+    "schedule_warmup_off_by_one.py": ("schedule", "warmup is off by one"),
+    "clip_per_parameter.py": ("clip", "clipped on its own norm"),
+    "adamw_l2_not_decoupled.py": ("adamw", "weight decay went into the gradient"),
+    "adamw_no_bias_correction.py": ("adamw", "no bias correction"),
 }
 RIGHT = Path(__file__).resolve().parent / "assign_right"   # right answers written unlike the reference
 
@@ -64,6 +70,10 @@ def name(submission: str) -> str:
 def test_committed_stubs_are_up_to_date():
     assert COMMITTED.read_text() == make_tasks_file(), \
         "lessons/assignment/tasks.py is out of date: run python cli.py assign --out lessons/assignment --force"
+    assert FILES["training"].read_text() == make_tasks_file(assignment="training"), \
+        "lessons/assignment_training/tasks.py is out of date: run python -c \"from tinyar.assignments.tasks import " \
+        "write; write('training')\""
+    assert {a: assignment_of(f) for a, f in FILES.items()} == {a: a for a in FILES}
 
 
 def test_every_marked_region_is_a_registered_task_and_a_pytest_marker():
@@ -75,9 +85,10 @@ def test_every_marked_region_is_a_registered_task_and_a_pytest_marker():
     assert MAX_POINTS == 100
 
 
-def test_stubs_keep_signatures_and_docstrings_and_raise_with_the_task_id():
-    stub, ref = load_functions(COMMITTED), reference_functions()
-    for task in TASKS:
+@pytest.mark.parametrize("assignment", list(ASSIGNMENTS))
+def test_stubs_keep_signatures_and_docstrings_and_raise_with_the_task_id(assignment):
+    stub, ref = load_functions(FILES[assignment]), reference_functions()
+    for task in ASSIGNMENTS[assignment]:
         for name in task.functions:
             assert inspect.signature(stub[name]) == inspect.signature(ref[name]), name
             assert stub[name].__doc__ == ref[name].__doc__, name
@@ -99,7 +110,7 @@ def test_every_bug_file_is_listed():
 
 
 def test_reference_passes_every_task_with_other_random_shapes():
-    results = {t.id: run_task(t.id, None, seed=1) for t in TASKS}   # seed 0 runs in test_assign_tasks.py
+    results = {t: run_task(t, None, seed=1) for t in BY_ID}   # seed 0 runs in test_assign_tasks.py
     assert all(r["status"] == "passed" for r in results.values()), results
 
 
@@ -115,7 +126,7 @@ def test_right_answers_written_differently_pass_every_task(seed):
 @pytest.mark.parametrize("name", sorted(BUG_TASK))
 def test_classic_mistake_fails_exactly_its_task(name, seed):
     task, words = BUG_TASK[name]
-    results = {t.id: run_task(t.id, BUGS / name, seed) for t in TASKS}
+    results = {t.id: run_task(t.id, BUGS / name, seed) for t in ASSIGNMENTS[assignment_of(BUGS / name)]}
     assert {k for k, r in results.items() if r["status"] != "passed"} == {task}, results
     assert results[task]["status"] == "failed" and words in results[task]["reason"], results[task]
 
@@ -128,10 +139,15 @@ def test_grade_a_folder_reference_full_marks_stubs_zero_bug_fails_its_task(tmp_p
     (tmp_path / "answer_key" / "tasks.py").write_text(make_tasks_file(solution=True))
     shutil.copy(COMMITTED, tmp_path / "untouched_stub.py")
     shutil.copy(BUGS / "shift_off_by_one.py", tmp_path / "off_by_one.py")
+    shutil.copy(FILES["training"], tmp_path / "training_stub.py")    # assignment 3: graded on its own tasks
     r = cli("grade", str(tmp_path), "--json", "--jobs", "2")
     assert r.returncode == 1, r.stderr
     subs = {name(s["submission"]): s for s in json.loads(r.stdout)}
-    assert set(subs) == {"answer_key", "untouched_stub", "off_by_one"}
+    assert set(subs) == {"answer_key", "untouched_stub", "off_by_one", "training_stub"}
+    training = subs["training_stub"]
+    assert [t["task"] for t in training["tasks"]] == [t.id for t in ASSIGNMENTS["training"]]
+    assert training["score"] == 0 and training["max_score"] == 100
+    assert {t["status"] for t in training["tasks"]} == {"not implemented"}
     key, stub, bug = subs["answer_key"], subs["untouched_stub"], subs["off_by_one"]
     assert key["score"] == key["max_score"] == 100 and {t["status"] for t in key["tasks"]} == {"passed"}
     assert stub["score"] == 0 and {t["status"] for t in stub["tasks"]} == {"not implemented"}
@@ -246,30 +262,74 @@ def test_attacks_score_zero_and_are_contained(tmp_path):
     left running (setsid children need the sandbox: Linux, root, unshare)."""
     from tinyar.assignments.grade import sandbox_works
     contents = lambda: {p: p.read_bytes() for f in ("tinyar", "lessons") for p in (ROOT / f).rglob("*") if p.is_file()}
-    before = contents()
-    r = cli("grade", str(ATTACKS), "--task", "shift", "--task", "total", "--timeout", "20", "--jobs", "2", "--json")
+    before, attacks = contents(), tmp_path / "attacks"
+    shutil.copytree(ATTACKS, attacks)
+    if not sandbox_works():     # without the sandbox it would really write into this checkout
+        (attacks / "write_library.py").unlink()
+    r = cli("grade", str(attacks), "--task", "shift", "--task", "total", "--timeout", "20", "--jobs", "2", "--json")
     assert r.returncode == 1, r.stderr
     subs = {name(s["submission"]): {t["task"]: t for t in s["tasks"]} | {"score": s["score"]} for s in json.loads(r.stdout)}
-    assert set(subs) == {p.stem for p in ATTACKS.glob("*.py")}
+    assert set(subs) == {p.stem for p in attacks.glob("*.py")}
     assert all(s["score"] == 0 for s in subs.values()), subs
     assert "grading channel" in subs["forge_verdict"]["shift"]["reason"]
     assert "MemoryError" in subs["memory_hog"]["shift"]["reason"] and "MemoryError" in subs["memory_hog"]["total"]["reason"]
     assert "time limit" in subs["setsid_escape"]["shift"]["reason"]
-    assert contents() == before                                    # written to nowhere, or undone
+    assert contents() == before                                    # nothing written into the library
     assert not list((ROOT / "tinyar").glob("pwned*"))
     if sandbox_works():
         assert not running("7357.25")
         assert subs["write_library"]["shift"]["status"] == "not implemented"
     else:
-        assert "wrote into the library" in subs["write_library"]["shift"]["reason"]
         for pid in running("7357.25"):             # clean up what an unsandboxed run could not stop
             os.kill(int(pid), signal.SIGKILL)
+
+
+def test_a_changed_library_scores_zero_without_the_sandbox(tmp_path, monkeypatch):
+    """Without the sandbox a submission could write into the library: it scores 0, and the
+    change is reported, not undone (it might be someone's edit)."""
+    import tinyar.assignments.grade as grade_mod
+    lib = tmp_path / "lib"
+    (lib / "tinyar").mkdir(parents=True)
+    (lib / "tinyar" / "x.py").write_text("A = 1\n")
+    monkeypatch.setattr(grade_mod, "LIBRARY_ROOT", lib)
+    monkeypatch.setattr(grade_mod, "sandbox_works", lambda: False)
+    sub = tmp_path / "sub.py"
+    sub.write_text(f"open({str(lib / 'tinyar' / 'x.py')!r}, 'a').write('B = 2\\n')\n"
+                   "def total_loss(ce, zloss, next_embed, zloss_weight, next_embed_weight):\n"
+                   "    return ce if zloss_weight == 0 else ce + zloss_weight * zloss\n")
+    monkeypatch.setattr(grade_mod, "LIBRARY_ROOT", lib)
+    (r,) = grade_mod.grade_submission(sub, ["total"], 60.0, 0)
+    assert r["status"] == "failed" and r["points"] == 0 and "the library changed" in r["reason"] and "x.py" in r["reason"]
+    assert (lib / "tinyar" / "x.py").read_text() == "A = 1\nB = 2\n"
+
+
+def test_adamw_answer_key_matches_the_trainers_optimizer():
+    """tinyar.assignments.training.adamw_step (the key) against tinygrad's AdamW as the
+    trainer builds it (b1 0.9, b2 0.95, decoupled weight decay), over three steps."""
+    import numpy as np
+    from tinygrad import Tensor
+    from tinygrad.helpers import Context
+    from tinygrad.nn.optim import AdamW
+    from tinyar.assignments.training import adamw_step
+    rng = np.random.default_rng(0)
+    p0 = rng.standard_normal((3, 4)).astype(np.float32)
+    w = Tensor(p0.copy()).is_param_()
+    opt = AdamW([w], lr=0.05, b1=0.9, b2=0.95, weight_decay=0.1)
+    p, m, v = Tensor(p0.copy()), Tensor.zeros(3, 4), Tensor.zeros(3, 4)
+    for step in (1, 2, 3):
+        g = rng.standard_normal((3, 4)).astype(np.float32)
+        with Context(TRAINING=1):
+            opt.zero_grad()
+            (w * Tensor(g)).sum().backward()
+            opt.step()
+        p, m, v = adamw_step(p, Tensor(g), m, v, step, 0.05, 0.9, 0.95, 1e-8, 0.1)
+        assert np.allclose(w.numpy(), p.numpy(), rtol=1e-5, atol=1e-6), step
 
 
 def test_pytest_marker_selects_one_task_and_runs_it_on_a_submission():
     base = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_assign_tasks.py"]
     r = subprocess.run(base + ["-m", "zloss", "--collect-only"], cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode == 0 and "1/8 tests collected" in r.stdout, r.stdout
+    assert r.returncode == 0 and f"1/{len(BY_ID)} tests collected" in r.stdout, r.stdout
     r = subprocess.run(base + ["-m", "total"], cwd=ROOT, capture_output=True, text=True,
                        env={**os.environ, "TINYAR_SUBMISSION": str(COMMITTED)})
     assert r.returncode == 1 and "NotImplementedError: total:" in r.stdout, r.stdout

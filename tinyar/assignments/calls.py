@@ -21,10 +21,20 @@ SAFE_DTYPES = {np.dtype(t).str: np.dtype(t) for t in (bool, np.int8, np.int16, n
 
 class Arg:
     """A Tensor argument: `value` (numpy) becomes Tensor(value) on the student's side.
-    grad=True: the gradient of every scalar float result w.r.t. it comes back in Out.grads."""
+    grad=True: the gradient of every scalar float result w.r.t. it comes back in Out.grads.
+    grad_of: the Tensor gets this as its .grad; what .grad holds after the call comes back
+    in Out.after (for functions that update gradients in place)."""
 
-    def __init__(self, value, grad: bool = False):
+    def __init__(self, value, grad: bool = False, grad_of=None):
         self.value, self.grad = np.array(value, order="C"), grad
+        self.grad_of = None if grad_of is None else np.array(grad_of, order="C")
+
+
+class Cfg:
+    """A tinyar Config argument, built on the student's side from these fields."""
+
+    def __init__(self, **fields):
+        self.fields = fields
 
 
 @dataclass
@@ -35,6 +45,7 @@ class Out:
     grads: list | None = None        # d(value)/d(each grad Arg), for a scalar float tensor
     grad_error: str = ""             # why no gradient could be taken
     items: list = field(default_factory=list)   # kind 'tuple': the items
+    after: list = field(default_factory=list)   # each grad_of Arg's .grad after the call (None: not a Tensor)
 
     def __repr__(self):
         return f"Out({self.kind}, shape={None if self.value is None else self.value.shape})"
@@ -54,14 +65,20 @@ def invoke(fn, args: list) -> Out:
     """Call fn with the Args as Tensors; describe what it returned (gradients included)."""
     from tinygrad import Tensor, dtypes
 
-    wrt: list = []
+    wrt, with_grad = [], []
 
     def to_student(a):
         if isinstance(a, Arg):
             t = Tensor(a.value)
             if a.grad:
                 wrt.append(t)
+            if a.grad_of is not None:
+                t.grad = Tensor(a.grad_of)
+                with_grad.append(t)
             return t
+        if isinstance(a, Cfg):
+            from tinyar.config import Config
+            return Config(**a.fields)
         if isinstance(a, list):
             return [to_student(x) for x in a]
         return a
@@ -80,11 +97,15 @@ def invoke(fn, args: list) -> Out:
                        error)
         if isinstance(x, np.ndarray):
             return Out("ndarray", x.copy())
+        if isinstance(x, (int, float, np.floating, np.integer)) and not isinstance(x, bool):
+            return Out(type(x).__name__, np.asarray(float(x)))
         if isinstance(x, (tuple, list)):
             return Out("tuple", items=[describe(i) for i in x])
         return Out("none" if x is None else type(x).__name__)
 
-    return describe(fn(*[to_student(a) for a in args]))
+    out = describe(fn(*[to_student(a) for a in args]))
+    out.after = [np.asarray(t.grad.numpy()) if isinstance(t.grad, Tensor) else None for t in with_grad]
+    return out
 
 
 # ── carrying calls and results across a pipe as JSON ─────────────────────────────────────
@@ -105,7 +126,10 @@ def _from_array(d: dict) -> np.ndarray:
 def encode_args(args: list) -> list:
     def one(a):
         if isinstance(a, Arg):
-            return {"arg": _array(a.value), "grad": a.grad}
+            return {"arg": _array(a.value), "grad": a.grad,
+                    "grad_of": None if a.grad_of is None else _array(a.grad_of)}
+        if isinstance(a, Cfg):
+            return {"config": a.fields}
         if isinstance(a, np.random.Generator):
             return {"rng": a.bit_generator.state}
         if isinstance(a, list):
@@ -117,7 +141,9 @@ def encode_args(args: list) -> list:
 def decode_args(args: list) -> list:
     def one(d):
         if "arg" in d:
-            return Arg(_from_array(d["arg"]), d["grad"])
+            return Arg(_from_array(d["arg"]), d["grad"], None if d["grad_of"] is None else _from_array(d["grad_of"]))
+        if "config" in d:
+            return Cfg(**d["config"])
         if "rng" in d:
             rng = np.random.Generator(np.random.PCG64())
             rng.bit_generator.state = d["rng"]
@@ -131,7 +157,8 @@ def decode_args(args: list) -> list:
 def encode_out(out: Out) -> dict:
     return {"kind": out.kind, "value": None if out.value is None else _array(out.value),
             "grads": None if out.grads is None else [_array(g) for g in out.grads],
-            "grad_error": out.grad_error, "items": [encode_out(i) for i in out.items]}
+            "grad_error": out.grad_error, "items": [encode_out(i) for i in out.items],
+            "after": [None if a is None else _array(a) for a in out.after]}
 
 
 def decode_out(d: dict) -> Out:
@@ -139,7 +166,8 @@ def decode_out(d: dict) -> Out:
     kind = str(d["kind"])[:80]
     value = None if d["value"] is None else _from_array(d["value"])
     grads = None if d["grads"] is None else [_from_array(g) for g in d["grads"]]
-    return Out(kind, value, grads, str(d["grad_error"])[:300], [decode_out(i) for i in d["items"]])
+    return Out(kind, value, grads, str(d["grad_error"])[:300], [decode_out(i) for i in d["items"]],
+               [None if a is None else _from_array(a) for a in d["after"]])
 
 
 def local(functions: dict) -> dict:
