@@ -74,11 +74,16 @@ def sandbox_works() -> bool:
     """Can this machine run a child in fresh namespaces (root, util-linux unshare, setpriv)?"""
     if os.name != "posix" or not shutil.which("unshare") or not shutil.which("setpriv"):
         return False
-    with tempfile.TemporaryDirectory(prefix="tinyar-probe-") as tmp:
-        r = subprocess.run(["unshare", "--pid", "--fork", "--kill-child", "--mount", "--mount-proc", "--net", "--",
-                            "/bin/sh", "-c", SETUP, "sh", tmp, "/bin/sh", "-c", f"! touch {LIBRARY_ROOT}/.probe"],
-                           capture_output=True, timeout=60)
-        return r.returncode == 0
+    try:
+        with tempfile.TemporaryDirectory(prefix="tinyar-probe-") as tmp:
+            r = subprocess.run(["unshare", "--pid", "--fork", "--kill-child", "--mount", "--mount-proc", "--net",
+                                "--", "/bin/sh", "-c", SETUP, "sh", tmp, "/bin/sh", "-c",
+                                f"! touch {LIBRARY_ROOT}/.probe"], capture_output=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    finally:
+        (LIBRARY_ROOT / ".probe").unlink(missing_ok=True)   # there only if the file system stayed writable
+    return r.returncode == 0
 
 
 @lru_cache(maxsize=1)
@@ -179,17 +184,9 @@ class Child:
         except (KeyError, TypeError, ValueError, AttributeError):
             raise ChildGone("the grading channel was written to by the submission") from None
 
-    def reason(self, why: str, timeout: float) -> str:
-        """Why the child is gone, in words (after close())."""
-        if why == "time limit":
-            return f"stopped at the {timeout:g} s time limit (an endless loop?)"
-        if why != "exited":
-            return why
-        self.err.flush()
-        return exit_reason(self.proc.returncode, (Path(self.tmp.name) / "stderr.txt").read_text(errors="replace")[-2000:])
-
-    def close(self) -> None:
-        """Stop the child and everything it started; remove its scratch folder."""
+    def close(self, why: str = "", timeout: float = 0.0) -> str:
+        """Stop the child and everything it started, remove its scratch folder; -> why it is
+        gone, in words (why: what receive() saw)."""
         stop(self.proc)
         try:
             self.proc.wait(timeout=30)
@@ -198,7 +195,13 @@ class Child:
         with RUNNING_LOCK:
             RUNNING.discard(self.proc)
         self.err.close()
+        if why == "time limit":
+            why = f"stopped at the {timeout:g} s time limit (an endless loop?)"
+        elif why == "exited":
+            err = (Path(self.tmp.name) / "stderr.txt").read_text(errors="replace")[-2000:]
+            why = exit_reason(self.proc.returncode, err)
         self.tmp.cleanup()
+        return why
 
 
 # ── one submission: every task, the checks here, the functions there ───────────────────
@@ -233,8 +236,7 @@ def grade_submission(path: Path | None, ids: list[str], timeout: float, seed: in
         except Failed as e:
             out = {"status": FAILED, "reason": str(e)}
         except ChildGone as e:
-            child.close()
-            out, child = {"status": FAILED, "reason": child.reason(str(e), timeout)}, None
+            out, child = {"status": FAILED, "reason": child.close(str(e), timeout)}, None
         r = {"task": task_id, "status": out["status"], "points": task.points if out["status"] == PASSED else 0,
              "max_points": task.points, "reason": out["reason"], "seconds": round(time.perf_counter() - t0, 1)}
         results.append(r)
