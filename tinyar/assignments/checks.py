@@ -11,100 +11,13 @@ plain numpy and never call tinyar's solutions.
 """
 from __future__ import annotations
 
-import math
-from itertools import combinations
-
 import numpy as np
 
-from tinyar.assignments.calls import Arg, Out
+from tinyar.assignments.calls import Arg
+from tinyar.assignments.checking import Failed, arr, close, grads, kind, parts, rows_without_0, scalar, shaped
+from tinyar.assignments.checks_mask import check_mask_positions
 from tinyar.assignments.oracles import (MASK, PAD, ce_grad_oracle, ce_oracle, ce_terms, next_embed_grad_oracle,
                                         next_embed_oracle, visible_oracle, zloss_oracle)
-
-
-class Failed(AssertionError):
-    """The submission gave a wrong answer; the message says what and, if known, why."""
-
-
-# ── helpers ──────────────────────────────────────────────────────────────────────────────
-
-def kind(x) -> str:
-    return x.kind if isinstance(x, Out) else type(x).__name__
-
-
-def arr(x, what: str) -> np.ndarray:
-    if kind(x) != "tensor":
-        raise Failed(f"{what} must be a tinygrad Tensor, got {kind(x)}")
-    return x.value
-
-
-def scalar(x, what: str) -> float:
-    a = arr(x, what)
-    if a.shape != ():
-        raise Failed(f"{what} must be a scalar Tensor of shape (), got shape {a.shape}")
-    if not np.issubdtype(a.dtype, np.floating):
-        raise Failed(f"{what} must be a float Tensor, got dtype {a.dtype}")
-    return float(a)
-
-
-def shaped(a: np.ndarray, shape: tuple, what: str) -> np.ndarray:
-    if a.shape != shape:
-        raise Failed(f"{what} has shape {a.shape}, expected {shape}")
-    return a
-
-
-def parts(out, n: int, what: str) -> list:
-    if kind(out) != "tuple" or len(out.items) != n:
-        raise Failed(f"{what} must return a tuple of {n}, got {kind(out)}"
-                     + (f" of {len(out.items)}" if kind(out) == "tuple" else ""))
-    return out.items
-
-
-def close(got: float, want: float, what: str, mistakes: dict[str, float] | None = None, rtol=1e-4) -> None:
-    """got ≈ want (nan where nan is expected), else Failed naming the classic mistake whose value got matches."""
-    if np.isnan(want) and np.isnan(got):
-        return
-    if np.isfinite(got) and abs(got - want) <= rtol * abs(want) + 1e-6:
-        return
-    why = next((m for m, v in (mistakes or {}).items()
-                if (np.isnan(v) and np.isnan(got)) or abs(got - v) <= rtol * abs(v) + 1e-6), None)
-    raise Failed(f"{what} = {got:.6g}, expected {want:.6g}" + (f": {why}" if why else ""))
-
-
-def grads(out: Out, n: int, what: str) -> list[np.ndarray]:
-    if out.grads is None or len(out.grads) != n:
-        raise Failed(f"no gradient through {what} ({out.grad_error or 'not a float scalar'}); compute it with tinygrad ops")
-    return out.grads
-
-
-def rows_without_0(rng: np.random.Generator, B: int, T: int, frac: float) -> np.ndarray:
-    """A random (B,T) bool mask that never marks position 0."""
-    m = rng.random((B, T)) < frac
-    m[:, 0] = False
-    return m
-
-
-def chi2_z(stat: float, df: int) -> float:
-    """How many standard deviations a chi-square statistic lies above its mean
-    (Wilson-Hilferty: (X/df)^(1/3) is nearly normal). z > 5 happens by chance ~3e-7 of the time."""
-    if df <= 0:
-        return 0.0
-    v = 2 / (9 * df)
-    return ((stat / df) ** (1 / 3) - (1 - v)) / math.sqrt(v)
-
-
-def uniformity_z(ids: np.ndarray, ncat: int) -> float:
-    """Chi-square goodness of fit of category ids to the uniform distribution over ncat."""
-    counts, want = np.bincount(ids, minlength=ncat), len(ids) / ncat
-    return chi2_z(float(((counts - want) ** 2 / want).sum()), ncat - 1)
-
-
-def independence_z(a: np.ndarray, b: np.ndarray, ncat: int) -> float:
-    """Chi-square test of independence of two paired category ids (a contingency table)."""
-    table = np.zeros((ncat, ncat))
-    np.add.at(table, (a, b), 1)
-    table = table[table.sum(1) > 0][:, table.sum(0) > 0]
-    want = table.sum(1, keepdims=True) * table.sum(0, keepdims=True) / table.sum()
-    return chi2_z(float(((table - want) ** 2 / want).sum()), (table.shape[0] - 1) * (table.shape[1] - 1))
 
 
 # ── one check per task: fns maps function names to callables that return Outs ───────────
@@ -130,97 +43,6 @@ def check_shift(fns, rng: np.random.Generator) -> None:
         if inp.shape != (B, T) or tgt.shape != (B, T) or \
                 not ((inp == tokens[:, :-1]).all() and (tgt == tokens[:, 1:]).all()):
             raise Failed(f"wrong inputs/targets for a {tokens.shape} window of random ids (hard-coded sizes?)")
-
-
-def subset_ids(m: np.ndarray) -> tuple[np.ndarray, int]:
-    """Each row's set of masked positions as one category id in 0..C(T-1,k)-1. -> ids (B,), C"""
-    T, k = m.shape[1], int(m[0].sum())
-    codes = [sum(1 << j for j in c) for c in combinations(range(1, T), k)]   # a set as the bits of its positions
-    index = np.zeros(1 << T, dtype=np.int64)
-    index[codes] = np.arange(len(codes))
-    return index[m.astype(np.int64) @ (1 << np.arange(T))], len(codes)
-
-
-def pattern_mistake(m: np.ndarray, rows_dependent: bool = False) -> str:
-    """Name the pattern a non-uniform or dependent mask follows, if it is a known one."""
-    pos = [np.flatnonzero(r) - 1 for r in m]                  # 0-based within 1..T-1
-    n = m.shape[1] - 1
-    gaps = [np.diff(np.r_[p, p[0] + n]) for p in pos]        # cyclic gaps between masked positions
-    same = {"": ": every row has the same positions (draw each row afresh)"}
-    shifted = (": every row is a shifted copy of the same positions (draw each row afresh)"
-               if len({tuple(np.roll(g, -int(np.argmax(g)))) for g in gaps}) == 1 else "")
-    span = (": every row is one contiguous span of positions; choose the positions independently of each other "
-            "(e.g. the first k of a random permutation of 1..T-1)"
-            if all(g.max() == n - len(g) + 1 for g in gaps) else "")
-    if len({tuple(p) for p in pos}) == 1:
-        return same[""]
-    return (shifted or span) if rows_dependent else (span or shifted)
-
-
-def check_mask_positions(fns, rng: np.random.Generator) -> None:
-    choose = fns["choose_mask_positions"]
-    seed = int(rng.integers(1 << 30))
-
-    def draw(r: np.random.Generator, B: int, T: int, p: float) -> np.ndarray:
-        m = choose(r, B, T, p)
-        if kind(m) == "tensor":
-            raise Failed("choose_mask_positions must return a numpy array (it runs on the host), got a Tensor")
-        if kind(m) != "ndarray":
-            raise Failed(f"choose_mask_positions must return a numpy array, got {kind(m)}")
-        m = shaped(m.value, (B, T), f"the mask for B={B}, T={T}")
-        if m.dtype != bool:
-            raise Failed(f"the mask must be a bool array, got dtype {m.dtype}")
-        k = min(int(T * p), T - 1)
-        if m[:, 0].any():
-            raise Failed(f"position 0 was masked in {int(m[:, 0].sum())} of {B} rows: choose from 1..T-1 only "
-                         f"(position 0 stays visible)")
-        if (bad := np.flatnonzero(m.sum(1) != k)).size:
-            raise Failed(f"row {bad[0]} has {int(m[bad[0]].sum())} masked positions, expected exactly "
-                         f"min(floor(T*p), T-1) = {k} for T={T}, p={p:.3g} (distinct positions)")
-        return m
-
-    gen = np.random.default_rng
-    # the contract on every draw (count, range, type), over edge cases and random shapes
-    cases = [(3, 2, 0.9), (3, 4, 0.99), (5, 6, 0.1), (2, 5, 1.0), (4, 7, 0.0)]
-    cases += [(int(rng.integers(1, 7)), int(rng.integers(2, 41)), float(rng.random())) for _ in range(4)]
-    for B, T, p in cases:
-        draw(gen(seed), B, T, p)
-    # every random number comes from rng, and each call moves it on
-    if not (draw(gen(seed), 50, 12, 0.25) == draw(gen(seed), 50, 12, 0.25)).all():
-        raise Failed("the same rng seed gave different masks: draw every random number from the rng argument")
-    if (draw(gen(seed), 50, 12, 0.25) == draw(gen(seed + 1), 50, 12, 0.25)).all():
-        raise Failed("different rng seeds gave the same mask: draw the positions with the rng argument")
-    r = gen(seed)
-    if (draw(r, 50, 12, 0.25) == draw(r, 50, 12, 0.25)).all():
-        raise Failed("two calls with the same rng gave the same mask: draw from rng itself (not a copy or a new "
-                     "generator seeded from it), so every call moves it on and each batch gets new positions")
-    # each position 1..T-1 equally often
-    m = draw(gen(seed), 4000, 9, 0.3)
-    rate, want = m[:, 1:].mean(0), 2 / 8                      # k=2 of the 8 positions 1..8
-    j = int(np.abs(rate - want).argmax())
-    if abs(rate[j] - want) > 5 * math.sqrt(want * (1 - want) / 4000):
-        raise Failed(f"positions are not uniform over 1..T-1: position {j + 1} was masked in {rate[j]:.0%} "
-                     f"of rows, expected {want:.0%}")
-    for B, T, p in [(6000, 6, 0.4), (6000, 7, 0.5)]:          # k=2 of 5 (10 sets), k=3 of 6 (20 sets)
-        m = draw(gen(seed + T), B, T, p)
-        ids, n = subset_ids(m)
-        # rows independent of each other: row b+1's set tells nothing about row b's
-        if independence_z(ids[0::2], ids[1::2], n) > 5:
-            raise Failed(f"the rows are not independent (T={T}): row b+1's positions depend on row b's"
-                         f"{pattern_mistake(m, rows_dependent=True) or ' (draw each row on its own)'}")
-        # every set of k distinct positions equally likely within a row
-        if uniformity_z(ids, n) > 5:
-            counts = np.bincount(ids, minlength=n)
-            raise Failed(f"the sets of positions are not uniform (T={T}, k={int(m[0].sum())}): some of the {n} "
-                         f"possible sets were drawn {counts.max()} times, others {counts.min()}, expected about "
-                         f"{B // n} each{pattern_mistake(m)}")
-    # calls independent of each other: no pattern repeats from one batch to the next
-    r = gen(seed + 1)
-    calls = [subset_ids(draw(r, 8, 6, 0.4))[0] for _ in range(300)]     # (300, 8) set ids
-    ids = np.array(calls)
-    if independence_z(ids[0::2].ravel(), ids[1::2].ravel(), 10) > 5 or uniformity_z(ids.ravel(), 10) > 5:
-        raise Failed("successive calls with one rng follow a pattern: each call's positions must be a fresh, "
-                     "uniform draw from rng")
 
 
 def check_replace(fns, rng: np.random.Generator) -> None:

@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from tinyar.assignments.calls import Arg, Cfg
-from tinyar.assignments.checks import Failed, arr, close, kind, parts, scalar, shaped
+from tinyar.assignments.checking import Failed, arr, close, kind, parts, scalar, shaped
 
 
 # ── oracles ──────────────────────────────────────────────────────────────────────────────
