@@ -5,6 +5,7 @@ time with a deadline, and stopped with everything it started.
 """
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import select
@@ -59,7 +60,9 @@ def cache_snapshot() -> str | None:
         import sqlite3
         if not os.path.exists(CACHEDB) or os.path.getsize(CACHEDB) > 256 << 20:
             return None
-        dst = Path(tempfile.mkdtemp(prefix="tinyar-grade-cache-")) / "cache.db"
+        folder = tempfile.mkdtemp(prefix="tinyar-grade-cache-")
+        atexit.register(shutil.rmtree, folder, True)
+        dst = Path(folder) / "cache.db"
         with sqlite3.connect(CACHEDB, timeout=10) as src, sqlite3.connect(dst) as out:
             src.backup(out)
         dst.chmod(0o444)
@@ -101,7 +104,9 @@ class Child:
                    "/bin/sh", "-c", SETUP, "sh", str(work), *cmd]
         env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "TINYAR_GRADE_MEMORY": str(MEMORY_LIMIT),
                "CACHEDB": str(work / "tinygrad-cache.db"), "TINYAR_GRADE_CACHE": cache_snapshot() or "",
-               "TMPDIR": str(work), "PYTHONPATH": os.pathsep.join([str(LIBRARY_ROOT),
+               "TMPDIR": str(work), "HOME": str(work), "XDG_CACHE_HOME": str(work / ".cache"),
+               "POCL_CACHE_DIR": str(work / "pocl"),     # everything else is read-only in the sandbox
+               "PYTHONPATH": os.pathsep.join([str(LIBRARY_ROOT),
                                                                    *filter(None, [os.environ.get("PYTHONPATH")])])}
         self.err = open(err, "w")
         self.proc = subprocess.Popen(cmd, cwd=work, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
