@@ -378,7 +378,7 @@ def bench(device, timed_steps, vs_torch, torch_threads, components, beam, first,
         wide.print(f"peak RSS growth vs x-transformers: {res['rss_vs_torch']:.2f}×")
 
 
-# ── assignments: hand out stubs, grade submissions (tinyar/assign*.py) ────────────────────
+# ── assignments: hand out stubs, grade submissions (tinyar/assignments/) ────────────────────
 
 @cli.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("assignment"), show_default=True,
@@ -387,7 +387,7 @@ def bench(device, timed_steps, vs_torch, torch_threads, components, beam, first,
 @click.option("--force", is_flag=True, help="overwrite an existing tasks.py")
 def assign(out, solution, force):
     """Write a fresh assignment workspace: OUT/tasks.py with every task stubbed."""
-    from tinyar.assign import MAX_POINTS, TASKS, TaskMarkerError, make_tasks_file
+    from tinyar.assignments.tasks import MAX_POINTS, TASKS, TaskMarkerError, make_tasks_file
     target = out / "tasks.py"
     if target.exists() and not force:
         fail(f"{target} already exists (a student's work?); pass --force to overwrite it")
@@ -455,8 +455,8 @@ def grade(path, reference, tasks, timeout, jobs, seed, as_json, device):
     """Grade a student's tasks.py (default: ./tasks.py), a workspace folder, or a folder of
     submissions (one .py file or one folder with tasks.py each). Exit 0 only if all pass."""
     import os
-    from tinyar.assign import BY_ID
-    from tinyar.assign_grade import find_submissions, grade as run_grade
+    from tinyar.assignments.tasks import BY_ID
+    from tinyar.assignments.grade import find_submissions, grade as run_grade
     if unknown := [t for t in tasks if t not in BY_ID]:
         fail(f"no task {unknown[0]!r}; the tasks are {', '.join(BY_ID)}")
     if timeout <= 0 or jobs < 1:

@@ -43,16 +43,28 @@ def first_non_finite(row: dict) -> str | None:
 
 
 def lr_at(step: int, cfg: Config) -> float:
-    """Linear warmup to cfg.lr over cfg.warmup steps, then cosine down to lr * min_lr_ratio."""
+    """Linear warmup to cfg.lr over cfg.warmup steps, then cosine down to lr * min_lr_ratio.
+    step counts from 0 -> a float
+
+    Warmup: step s < warmup gives lr (s+1)/warmup (the first step already moves). Then the
+    cosine runs over the remaining steps - warmup steps (at least 1) from lr to the floor
+    lr * min_lr_ratio, and stays at the floor after cfg.steps. warmup 0: no warmup."""
+    # BEGIN TASK schedule
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
     floor = cfg.lr * cfg.min_lr_ratio
     return floor + 0.5 * (cfg.lr - floor) * (1 + math.cos(math.pi * min(progress, 1.0)))
+    # END TASK schedule
 
 
 def clip_grad_norm_(params: list[Tensor], max_norm: float) -> Tensor:
-    """Scale every gradient so their global L2 norm is at most max_norm; return the norm before."""
+    """Scale every gradient so their global L2 norm is at most max_norm; return the norm before.
+    params: Tensors whose .grad is set -> () float Tensor
+
+    The norm is over all gradients together (not per parameter). Each p.grad is replaced by
+    p.grad * min(1, max_norm / (norm + 1e-6)): never scaled up. max_norm 0: no clipping."""
+    # BEGIN TASK clip
     for p in params:   # stored once: else the norm and every update kernel recompute them
         p.grad = p.grad.contiguous()
     norm = Tensor.stack(*[p.grad.float().square().sum() for p in params]).sum().sqrt().contiguous()
@@ -61,6 +73,7 @@ def clip_grad_norm_(params: list[Tensor], max_norm: float) -> Tensor:
         for p in params:
             p.grad = p.grad * scale.cast(p.grad.dtype)
     return norm
+    # END TASK clip
 
 
 class Trainer:

@@ -23,7 +23,9 @@ from tinyar.loss import num_masked
 
 # ── task shift: 10 points ─────────────────────────────────────────────────────────────
 def shift(tokens: Tensor) -> tuple[Tensor, Tensor]:
-    """Teacher forcing: predict token t+1 from tokens <= t. (B,T+1) -> inp (B,T), tgt (B,T)"""
+    """Teacher forcing: predict token t+1 from tokens <= t. (B,T+1) int -> inp (B,T), tgt (B,T)
+
+    Any B >= 1 and T >= 1; the ids keep their dtype."""
     raise NotImplementedError("shift: return the inputs (B,T) and the next-token targets (B,T) of a (B,T+1) window (lesson 2, the shift)")
 
 
@@ -31,13 +33,17 @@ def shift(tokens: Tensor) -> tuple[Tensor, Tensor]:
 def choose_mask_positions(rng: np.random.Generator, B: int, T: int, p: float) -> np.ndarray:
     """Per row exactly num_masked(T, p) distinct positions, uniform over 1..T-1. -> (B,T) bool
 
-    Position 0 is never chosen: under fcm it is the one key every query can always see."""
-    raise NotImplementedError("mask_positions: draw exactly num_masked(T, p) distinct positions per row from 1..T-1 with rng (lesson 6, masking)")
+    Returns a numpy bool array (not a Tensor). Position 0 is never chosen: under fcm it is the
+    one key every query can always see. Every set of k positions is equally likely, each row
+    is drawn independently of the others, and every random number comes from `rng` itself
+    (no np.random.*, no copy of rng): the same rng state gives the same mask, and each call
+    moves rng on, so the next batch gets new positions."""
+    raise NotImplementedError("mask_positions: draw exactly num_masked(T, p) distinct positions per row, uniform over 1..T-1, rows independent, all from rng (lesson 6, masking)")
 
 
 # ── task replace: 10 points ───────────────────────────────────────────────────────────
 def replace_masked(inp: Tensor, mask: Tensor) -> Tensor:
-    """`replace` mode: masked input tokens become MASK. (B,T) int, (B,T) bool -> (B,T)"""
+    """`replace` mode: masked input tokens become MASK. (B,T) int, (B,T) bool -> (B,T) int"""
     raise NotImplementedError("replace: put MASK into the masked inputs; targets stay; fcm returns the mask as hidden keys (lesson 6, masking)")
 
 
@@ -46,7 +52,10 @@ def apply_mask(inp: Tensor, tgt: Tensor, mask: Tensor, mode: str) -> tuple[Tenso
 
     'replace': the masked *inputs* become MASK and the targets stay, so the model still learns
     the true next token where its own input was hidden. 'fcm': the tokens stay; the masked
-    positions come back as `hidden_keys`, which attention hides (model.mask_scores)."""
+    positions come back as `hidden_keys`, which attention hides (model.mask_scores).
+    Returns (Tensor, Tensor, hidden_keys): in 'replace' mode hidden_keys is None (no key is
+    hidden; an all-False (B,T) mask means the same and is accepted), in 'fcm' mode it is
+    `mask` itself, (B,T) bool."""
     if mode not in ("replace", "fcm"):
         raise ValueError(f"mask_mode must be 'replace' or 'fcm', got {mode!r}")
     raise NotImplementedError("replace: put MASK into the masked inputs; targets stay; fcm returns the mask as hidden keys (lesson 6, masking)")
@@ -61,7 +70,10 @@ def mask_scores(scores: Tensor, hidden_keys: Tensor | None = None) -> Tensor:
 
 # ── task cross_entropy: 15 points ─────────────────────────────────────────────────────
 def cross_entropy(logits: Tensor, tgt: Tensor, valid: Tensor) -> Tensor:
-    """Mean of -log softmax(logits)[tgt] over valid positions. (B,T,V), (B,T), (B,T) bool -> ()
+    """Mean of -log softmax(logits)[tgt] over valid positions. (B,T,V), (B,T), (B,T) bool -> () float
+
+    tgt holds PAD where valid is False; at least one position is valid. The gradient reaches
+    the logits: (softmax - onehot(tgt)) / n_valid at valid positions, 0 elsewhere.
 
     logsumexp subtracts the row max first, so 1000x logits don't overflow. (Equal to
     -log_softmax(logits)[tgt]; this form skips writing the (B,T,V) log-probabilities.)"""
@@ -71,24 +83,28 @@ def cross_entropy(logits: Tensor, tgt: Tensor, valid: Tensor) -> Tensor:
 # ── task zloss: 15 points ─────────────────────────────────────────────────────────────
 def attention_zloss(lses: list[Tensor]) -> Tensor:
     """x-transformers' attention z-loss: sum the per-layer log-sum-exp over layers, square,
-    sum over heads, mean over batch and positions. depth x (B,H,T) -> ()"""
+    sum over heads, mean over batch and positions. depth x (B,H,T) -> () float (depth >= 1)"""
     raise NotImplementedError("zloss: sum the log-sum-exps over layers, then square, sum over heads, mean the rest (lesson 7, z-loss)")
 
 
 # ── task next_embed: 15 points ────────────────────────────────────────────────────────
 def next_embed_loss(pred: Tensor, target: Tensor, valid: Tensor, kind: str = "mse") -> Tensor:
     """Mean over valid positions x D dims of (pred-target)^2 ('mse') or |pred-target| ('l1').
-    (B,T,D), (B,T,D), (B,T) bool -> ()
+    (B,T,D), (B,T,D), (B,T) bool -> () float
 
-    The target (the next token's embedding row) is detached: the head learns to move toward
-    it, and no gradient pulls the embedding table toward the prediction."""
-    raise NotImplementedError("next_embed: mean squared / absolute error to the detached target over valid positions and dims (lesson 8, next-embed)")
+    The target (the next token's embedding row) is detached for both kinds: the gradient
+    w.r.t. `target` is exactly 0, so the head learns to move toward it and nothing pulls the
+    embedding table toward the prediction. The gradient reaches `pred`."""
+    raise NotImplementedError("next_embed: mean squared / absolute error to the detached target (both kinds) over valid positions and dims (lesson 8, next-embed)")
 
 
 # ── task total: 5 points ──────────────────────────────────────────────────────────────
 def total_loss(ce: Tensor, zloss: Tensor, next_embed: Tensor, zloss_weight: float,
                next_embed_weight: float) -> Tensor:
-    """ce + zloss_weight * zloss + next_embed_weight * next_embed. () Tensors, floats -> ()
+    """ce + zloss_weight * zloss + next_embed_weight * next_embed. () float Tensors, floats -> ()
 
-    A component whose weight is 0 is left out, so an unused one can't leak into the total."""
-    raise NotImplementedError("total: ce plus each other component times its own weight (lesson 9, the training loop)")
+    A component whose weight is exactly 0 is left out, so an unused one (maybe nan or inf)
+    can't leak into the total (0 * nan is nan). Any other weight, tiny or negative, multiplies
+    its component; a nan in a used component shows in the total. The gradient reaches ce,
+    zloss and next_embed (d total/d zloss = zloss_weight)."""
+    raise NotImplementedError("total: ce plus each other component times its own weight; a weight of exactly 0 leaves it out (lesson 9, the training loop)")

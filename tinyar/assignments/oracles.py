@@ -1,6 +1,6 @@
 """What the assignment's answers must be, written independently of tinyar's solutions:
 plain numpy in float64, with loops where a loop says it more plainly. The graded checks
-(tinyar/assign_checks.py) compare every submission against these.
+(tinyar/assignments/checks.py) compare every submission against these.
 """
 from __future__ import annotations
 
@@ -42,6 +42,21 @@ def next_embed_oracle(pred, target, valid, kind: str) -> float:
     err = pred.astype(np.float64) - target
     err = err ** 2 if kind == "mse" else np.abs(err)
     return float(err[valid].mean())
+
+
+def next_embed_grad_oracle(pred, target, valid, kind: str) -> np.ndarray:
+    """d loss / d pred: 2(pred-target) ('mse') or sign(pred-target) ('l1') at valid positions,
+    over (number of valid positions x D)."""
+    B, T, D = pred.shape
+    n = int(valid.sum()) * D
+    g = np.zeros((B, T, D))
+    for b in range(B):
+        for t in range(T):
+            for d in range(D):
+                if valid[b, t]:
+                    e = float(pred[b, t, d]) - float(target[b, t, d])
+                    g[b, t, d] = (2 * e if kind == "mse" else np.sign(e)) / n
+    return g
 
 
 def visible_oracle(B: int, T: int, hidden: np.ndarray | None) -> np.ndarray:

@@ -1,10 +1,14 @@
-"""Assignment 1: students write the loss pieces themselves. The library is the answer key.
+"""The assignments: students write pieces of tinyar themselves. The library is the answer key.
+
+Assignment 1 ("loss", TASKS) is the loss; assignment 3 ("training", TRAINING_TASKS) the
+optimizer step, the learning-rate schedule and gradient clipping.
 
 Each student region in tinyar/ sits between `# BEGIN TASK <id>` and `# END TASK <id>`
 inside a function. `make_tasks_file()` copies those functions (signature and docstring
 kept) into one file and turns every region into `raise NotImplementedError("<id>: ...")`.
-The committed copy lives in lessons/assignment/tasks.py; regenerate it with
-`python cli.py assign --out lessons/assignment --force`.
+The committed copies live in lessons/assignment/tasks.py (regenerate: `python cli.py assign
+--out lessons/assignment --force`) and lessons/assignment_training/tasks.py (regenerate:
+`python -c "from tinyar.assignments.tasks import write; write('training')"`).
 """
 from __future__ import annotations
 
@@ -14,7 +18,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-COMMITTED = Path(__file__).resolve().parent.parent / "lessons" / "assignment" / "tasks.py"
+LESSONS = Path(__file__).resolve().parents[2] / "lessons"
+COMMITTED = LESSONS / "assignment" / "tasks.py"
 BEGIN, END = re.compile(r"^(\s*)# BEGIN TASK (\w+)\s*$"), re.compile(r"^\s*# END TASK (\w+)\s*$")
 
 
@@ -25,13 +30,14 @@ class Task:
     functions: tuple[str, ...]  # the functions the student writes for it
     points: int
     todo: str                 # what to do and which lesson explains it (the stub's message)
+    assignment: str = "loss"
 
 
 TASKS = (
     Task("shift", "tinyar.loss", ("shift",), 10,
          "return the inputs (B,T) and the next-token targets (B,T) of a (B,T+1) window (lesson 2, the shift)"),
     Task("mask_positions", "tinyar.loss", ("choose_mask_positions",), 15,
-         "draw exactly num_masked(T, p) distinct positions per row from 1..T-1 with rng (lesson 6, masking)"),
+         "draw exactly num_masked(T, p) distinct positions per row, uniform over 1..T-1, rows independent, all from rng (lesson 6, masking)"),
     Task("replace", "tinyar.loss", ("replace_masked", "apply_mask"), 10,
          "put MASK into the masked inputs; targets stay; fcm returns the mask as hidden keys (lesson 6, masking)"),
     Task("fcm", "tinyar.model", ("mask_scores",), 15,
@@ -41,11 +47,23 @@ TASKS = (
     Task("zloss", "tinyar.loss", ("attention_zloss",), 15,
          "sum the log-sum-exps over layers, then square, sum over heads, mean the rest (lesson 7, z-loss)"),
     Task("next_embed", "tinyar.loss", ("next_embed_loss",), 15,
-         "mean squared / absolute error to the detached target over valid positions and dims (lesson 8, next-embed)"),
+         "mean squared / absolute error to the detached target (both kinds) over valid positions and dims (lesson 8, next-embed)"),
     Task("total", "tinyar.loss", ("total_loss",), 5,
-         "ce plus each other component times its own weight (lesson 9, the training loop)"),
+         "ce plus each other component times its own weight; a weight of exactly 0 leaves it out (lesson 9, the training loop)"),
 )
-BY_ID = {t.id: t for t in TASKS}
+TRAINING_TASKS = (
+    Task("schedule", "tinyar.train", ("lr_at",), 30,
+         "linear warmup to cfg.lr over cfg.warmup steps, then cosine down to lr * min_lr_ratio (lesson 9, the training loop)",
+         "training"),
+    Task("clip", "tinyar.train", ("clip_grad_norm_",), 30,
+         "scale every .grad by min(1, max_norm / (global L2 norm + 1e-6)); return the norm before (lesson 9)",
+         "training"),
+    Task("adamw", "tinyar.assignments.training", ("adamw_step",), 40,
+         "Adam moments with bias correction, then a decoupled weight decay step (lesson 9, the training loop)",
+         "training"),
+)
+ASSIGNMENTS = {"loss": TASKS, "training": TRAINING_TASKS}
+BY_ID = {t.id: t for tasks in ASSIGNMENTS.values() for t in tasks}
 MAX_POINTS = sum(t.points for t in TASKS)
 
 HEADER = '''"""tinyar assignment 1: the pieces of an autoregressive language model's loss.
@@ -70,6 +88,29 @@ from tinygrad import Tensor, dtypes
 from tinyar.data import MASK, PAD
 from tinyar.loss import num_masked
 '''
+
+TRAINING_HEADER = '''"""tinyar assignment 3: the training loop's arithmetic.
+
+Replace every `raise NotImplementedError(...)` with your code; keep the names and
+signatures. lr_at works on plain floats; clip_grad_norm_ and adamw_step on tinygrad
+Tensors. The docstrings are the specification, lessons/ASSIGNMENTS.md the contracts.
+
+Grade yourself from the repository root (each task runs on its own, with a time limit):
+    python cli.py grade path/to/tasks.py                 # every task: a table of points
+    python cli.py grade path/to/tasks.py --task adamw    # one task
+"""
+from __future__ import annotations
+
+import math
+
+from tinygrad import Tensor
+
+from tinyar.config import Config
+
+ASSIGNMENT = "training"   # tells the grader which tasks this file answers
+'''
+HEADERS = {"loss": HEADER, "training": TRAINING_HEADER}
+FILES = {"loss": COMMITTED, "training": LESSONS / "assignment_training" / "tasks.py"}
 
 
 class TaskMarkerError(ValueError):
@@ -115,10 +156,10 @@ def stub_function(src: str, task: Task, solution: bool = False) -> str:
     return "\n".join(out) + "\n"
 
 
-def make_tasks_file(solution: bool = False) -> str:
+def make_tasks_file(solution: bool = False, assignment: str = "loss") -> str:
     """The student's file (every region stubbed), or with solution=True the answer key."""
-    parts = [HEADER]
-    for task in TASKS:
+    parts = [HEADERS[assignment]]
+    for task in ASSIGNMENTS[assignment]:
         title = f"# ── task {task.id}: {task.points} points "
         parts.append(f"\n\n{title}{'─' * (88 - len(title))}\n")
         parts.append("\n\n".join(stub_function(function_source(task.module, name), task, solution)
@@ -126,14 +167,36 @@ def make_tasks_file(solution: bool = False) -> str:
     return "".join(parts)
 
 
+def write(assignment: str, solution: bool = False) -> Path:
+    """Regenerate the committed stub file of an assignment."""
+    FILES[assignment].parent.mkdir(exist_ok=True)
+    FILES[assignment].write_text(make_tasks_file(solution, assignment))
+    return FILES[assignment]
+
+
 def reference_functions() -> dict[str, object]:
     """Every graded function, taken from the library itself."""
-    return {name: getattr(importlib.import_module(t.module), name) for t in TASKS for name in t.functions}
+    return {name: getattr(importlib.import_module(t.module), name) for t in BY_ID.values() for name in t.functions}
+
+
+def assignment_of(path: Path | None) -> str | None:
+    """Which assignment a file answers, read without running it: its `ASSIGNMENT = "..."`
+    line, else assignment 1. None (the reference) answers them all."""
+    if path is None:
+        return None
+    try:
+        for node in ast.parse(path.read_text(errors="replace")).body:
+            if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["ASSIGNMENT"] \
+                    and isinstance(node.value, ast.Constant) and node.value.value in ASSIGNMENTS:
+                return node.value.value
+    except (SyntaxError, ValueError, OSError):
+        pass
+    return "loss"
 
 
 def library_regions() -> list[tuple[str, str]]:
     """(file, task id) of every BEGIN TASK marker in tinyar/, to check none is unregistered."""
-    root = Path(__file__).resolve().parent
-    return [(p.name, m.group(2)) for p in sorted(root.glob("*.py")) if p.name != "assign.py"
+    root = Path(__file__).resolve().parents[1]            # tinyar/
+    return [(p.name, m.group(2)) for p in sorted(root.rglob("*.py")) if p.name != "tasks.py"
             for line in p.read_text().splitlines() if (m := BEGIN.match(line))]
 

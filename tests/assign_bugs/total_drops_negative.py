@@ -1,0 +1,14 @@
+"""Mistake: a component is added only when its weight is positive, so a negative weight
+silently drops it. Must fail task total only."""
+from tinyar.loss import (apply_mask, attention_zloss, choose_mask_positions, cross_entropy,  # noqa: F401
+                         next_embed_loss, num_masked, replace_masked, shift, total_loss)
+from tinyar.model import mask_scores  # noqa: F401
+
+
+def total_loss(ce, zloss, next_embed, zloss_weight, next_embed_weight):
+    total = ce
+    if zloss_weight > 0:
+        total = total + zloss_weight * zloss
+    if next_embed_weight > 0:
+        total = total + next_embed_weight * next_embed
+    return total
