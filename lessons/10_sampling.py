@@ -6,11 +6,14 @@ top-p: the fewest whose probabilities reach p; min-p: those at least min_p times
 the best), then logits / temperature -> softmax -> draw one byte, append it, repeat.
 Temperature 0 means greedy: always the argmax. The KV cache: appending a byte changes no
 earlier key or value (causality, lesson 2), so they are kept and each new byte only runs its
-own position (tinyar/kvcache.py); same logits, a fraction of the work (to time both:
-python cli.py sample RUN --compare-cache).
+own position; same logits, a fraction of the work (python cli.py sample RUN --compare-cache).
+The slide: the model learned positions 0..T-1 only, so when the context is full the sampler
+drops its oldest `slide` bytes (T/2 by default) and re-runs the rest from position 0 (every
+cached key is stale once positions shift); slide 1 is the classic window, re-run every byte.
 
 Look at: the entropy of the next byte rising with temperature toward ln 256; how many bytes
-each filter keeps; sampling with and without the cache writing the same text.
+each filter keeps; greedy text by hand (plain forward, dropping half the context when full)
+equal to the sampler's; the same text with and without the cache.
 Run: python lessons/10_sampling.py
 """
 from _common import B, T, check, course_trainer
@@ -18,19 +21,23 @@ from _common import B, T, check, course_trainer
 import math
 
 import numpy as np
-from tinygrad import Tensor
+from tinygrad import Tensor, TinyJit
 
 from tinyar.data import PAD, encode
-from tinyar.kvcache import Window
 from tinyar.sample import Sampler, min_p_filter, next_token, softmax, top_k_filter, top_p_filter
 
 model = course_trainer().model
-prompt = encode("def ")
-logits = Window(model).start(prompt)[:256].astype(np.float64)    # (256,) the next byte's logits
-padded = np.full((B, T), PAD, dtype=np.int32)                     # the plain forward, right-padded
-padded[0, :len(prompt)] = prompt
-direct = model(Tensor(padded))[0].numpy()[0, len(prompt) - 1, :256]
-check("window_vs_plain_forward", np.abs(logits - direct).max(), 0.0, 1e-4)
+forward = TinyJit(lambda x: model(x)[0].realize())               # (B,T) -> (B,T,V), compiled once
+
+
+def next_logits(context: list[int]) -> np.ndarray:
+    """Plain forward on <= T bytes, right-padded (causal: padding changes nothing before it). -> (256,)"""
+    padded = np.full((B, T), PAD, dtype=np.int32)
+    padded[0, :len(context)] = context
+    return forward(Tensor(padded)).numpy()[0, len(context) - 1, :256].astype(np.float64)
+
+
+logits = next_logits(list(encode("def ")))                       # (256,) the next byte's logits
 
 entropy = lambda p: float(-(p[p > 0] * np.log(p[p > 0])).sum())
 temps = (0.5, 1.0, 2.0, 100.0)
@@ -52,10 +59,24 @@ check("top_p_mass_without_its_least_likely", nucleus.sum() - nucleus.min(), 0.9,
 check("min_p_least_kept_over_best", p[np.isfinite(min_p_filter(logits, 0.1))].min() / p.max(), 0.1, op=">")
 check("greedy_is_argmax", next_token(logits, np.random.default_rng(0), temperature=0), int(np.argmax(logits)))
 
+
+def greedy_by_hand(prompt: str, n: int, slide: int) -> str:
+    context, out = list(encode(prompt))[-T:], []
+    for _ in range(n):
+        out.append(int(np.argmax(next_logits(context))))
+        context = context[slide:] + out[-1:] if len(context) == T else context + out[-1:]
+    return bytes(out).decode("utf-8", errors="replace")
+
+
+for slide in (T // 2, 1):    # contexts once full: 5,6,7,8,5,6,... bytes vs always the last 8
+    text = Sampler(model, slide=slide).generate("def ", 24, temperature=0)
+    print(f"greedy, slide {slide}: {text!r}")
+    check(f"slide_{slide}_sampler_equals_by_hand", text == greedy_by_hand("def ", 24, slide), 1)
+
 settings = dict(temperature=0.8, top_k=40, seed=0)
-cached, uncached = Sampler(model).generate("def ", 200, **settings), Sampler(model, cache=False).generate("def ", 200, **settings)
-print(f"sample (temperature 0.8, top-k 40; 15k parameters that saw 4,800 bytes: spacing and\n"
-      f"common letters, no words yet. For real text train longer: python cli.py train):\n{cached}\n")
+cached, uncached = (Sampler(model, cache=c).generate("def ", 200, **settings) for c in (True, False))
+print(f"sample (temperature 0.8, top-k 40; 15k parameters that saw 4,800 bytes: spacing and common\n"
+      f"letters, no words yet. For real text train longer: python cli.py train):\n{cached}\n")
 check("same_text_with_and_without_cache", cached == uncached, 1)
 check("same_seed_same_text", Sampler(model).generate("def ", 200, **settings) == cached, 1)
 printable = np.mean([32 <= b < 127 or b == 10 for b in cached.encode()])
