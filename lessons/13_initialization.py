@@ -57,3 +57,7 @@ for (L, s), a in added.items():
     print(f"{L:2} blocks, writers {'scaled  ' if s else 'at 0.02 '}: they add std {a:.5f} (the stream x0: {x0.numpy().std():.4f})")
 check("scaled_32_over_2_blocks", added[32, True] / added[2, True], 1.0, 0.3)     # depth-independent
 check("unscaled_32_over_2_blocks", added[32, False] / added[2, False], 4.0, 1.0)  # grows like sqrt(32/2)
+
+# Exercises (answers in lessons/README.md)
+# 1. What std do to_out and fc2 start at in a 12-block model?
+# 2. Without the scaling, how much more would 128 blocks add than 2?
