@@ -52,7 +52,8 @@ def per_position_nll(mode: str) -> TinyJit:
 
 
 # One batch is noisy: average the rise in loss over 128 validation batches, by position kind.
-masks, windows = [choose_mask_positions(rng, B, T, P) for _ in range(128)], [corpus.batch(rng, B, "val") for _ in range(128)]
+masks = np.stack([choose_mask_positions(rng, B, T, P) for _ in range(128)])   # (N,B,T)
+windows = [corpus.batch(rng, B, "val") for _ in range(128)]
 before = np.cumsum(masks, -1) == 0                                # positions before the first mask
 rise = {}
 for mode in models:

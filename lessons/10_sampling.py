@@ -11,8 +11,8 @@ so a full context drops its oldest `slide` bytes (T/2 by default) and re-runs th
 position 0, since every cached key moved; slide 1 is the classic window, re-run every byte.
 
 Look at: the entropy of the next byte rising with temperature toward ln 256; how many bytes
-each filter keeps; greedy text by hand (plain forward, dropping half the context when full)
-equal to the sampler's; the same text with and without the cache.
+each filter keeps; text sampled by hand (plain forward, dropping half the context when
+full) equal to the sampler's; the same text with and without the cache.
 Run: python lessons/10_sampling.py
 """
 from _common import B, T, check, course_trainer
@@ -56,12 +56,12 @@ check("greedy_is_argmax", next_token(logits, np.random.default_rng(0), temperatu
 
 
 for slide in (T // 2, 1):    # contexts once full: 5,6,7,8,5,6,... bytes vs always the last 8
-    text = Sampler(model, slide=slide).generate("def ", 24, temperature=0)
-    context, out = list(encode("def ")), []                      # by hand: plain forward, same slide
-    for _ in range(24):
-        out.append(int(np.argmax(next_logits(context))))
+    text = Sampler(model, slide=slide).generate("def ", 40, seed=1)              # temperature 1
+    context, out, rng = list(encode("def ")), [], np.random.default_rng(1)       # by hand, same draws
+    for _ in range(40):
+        out.append(next_token(next_logits(context), rng))
         context = context[slide:] + out[-1:] if len(context) == T else context + out[-1:]
-    print(f"greedy, slide {slide}: {text!r}")
+    print(f"slide {slide}: {text!r}")
     check(f"slide_{slide}_sampler_equals_by_hand", text == bytes(out).decode("utf-8", errors="replace"), 1)
 
 settings = dict(temperature=0.8, top_k=40, seed=0)

@@ -9,7 +9,8 @@ real context), the same way every time, so runs with different masking compare.
 
 Look at: the course model's val ce by hand = the library's, as ppl and bits/byte; a model
 trained with --mlm 0.25 evaluating exactly as without; a tiny corpus learnt by heart: the
-training windows' loss falling while the validation loss turns and rises.
+loss on its training windows falling far below 1 while the held-out loss, after the first
+100 steps, stops improving: what it learns from then on is memorised, not general.
 Run: python lessons/12_evaluation.py
 """
 from _common import CFG, B, T, check, course_trainer
@@ -38,16 +39,19 @@ masked = Trainer(CFG.replace(mask_prob=0.25))                       # a config t
 masked.load_state(course.state_arrays(), course.state_meta())       # ... holding the course weights
 check("val_ce_with_mlm_0.25_minus_without", masked.evaluate(val)["val_ce"] - ev["val_ce"], 0.0, 1e-6)
 
-# Over-fitting: 2,000 bytes (1,800 to train on, 200 held out), 1,500 steps = 13 passes over them.
-tiny = Corpus(default_corpus()[:2000], T)
-trainer = Trainer(CFG.replace(steps=1500, eval_every=150, log_every=1500))
-seen = [tiny.batch(np.random.default_rng(1), B) for _ in range(CFG.eval_batches)]   # training windows
-rows = []
+# Over-fitting: 300 bytes (270 to train on, 30 held out), 1,500 steps = 89 passes over them.
+tiny = Corpus(default_corpus()[:300], T)
+trainer = Trainer(CFG.replace(steps=1500, eval_every=100, log_every=1500))
+rng = np.random.default_rng(1)
+seen = [tiny.batch(rng, B) for _ in range(CFG.eval_batches)]        # fixed windows it trains on
+rows = []                                                           # (step, ce on seen windows, held-out ce)
 for row in train(trainer, tiny):
     if row["kind"] == "val":
         rows.append((row["step"], trainer.evaluate(seen)["val_ce"], row["val_ce"]))
-        print(f"step {row['step']:5}: ce on training windows {rows[-1][1]:.3f}, held out {rows[-1][2]:.3f}")
-best = min(rows, key=lambda r: r[2])
-print(f"held-out loss is lowest at step {best[0]} ({best[2]:.3f}); after that the model memorises")
-check("train_ce_at_end", rows[-1][1], 1.5, op="<")                  # the 1,800 bytes, nearly by heart
-check("held_out_rise_after_its_minimum", rows[-1][2] - best[2], 0.3, op=">")
+        if row["step"] % 300 == 0 or row["step"] == 100:
+            print(f"step {row['step']:5}: ce on its training windows {rows[-1][1]:.3f}, held out {rows[-1][2]:.3f}")
+held = [r[2] for r in rows]
+print(f"held-out ce over the run: {min(held):.3f} .. {max(held):.3f}, at step 100 {held[0]:.3f}")
+check("train_ce_at_end", rows[-1][1], 1.0, op="<")                  # expect ≈ 0.45: nearly by heart
+check("held_out_minus_train_at_end", rows[-1][2] - rows[-1][1], 2.0, op=">")     # expect ≈ 2.7
+check("held_out_best_gain_after_step_100", held[0] - min(held), 0.2, op="<")    # it stopped learning
