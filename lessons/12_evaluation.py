@@ -55,3 +55,8 @@ print(f"held-out ce over the run: {min(held):.3f} .. {max(held):.3f}, at step 10
 check("train_ce_at_end", rows[-1][1], 1.0, op="<")                  # expect ≈ 0.45: nearly by heart
 check("held_out_minus_train_at_end", rows[-1][2] - rows[-1][1], 2.0, op=">")     # expect ≈ 2.7
 check("held_out_best_gain_after_step_100", held[0] - min(held), 0.2, op="<")    # it stopped learning
+
+# Exercises (answers in lessons/README.md)
+# 1. A model reaches val ce 2.0 nats: what are its perplexity and bits per byte? At 1 bit per
+#    byte, how small could it compress a 1 MB file?
+# 2. Train on 2,000 bytes instead of 300: does the gap at the end grow or shrink, and why?

@@ -5,14 +5,15 @@ Lessons end in lines `CHECK name = value   expect op expected (± tol)   ok` (le
 This file re-reads them and re-checks each value itself, and it knows which checks each lesson
 must print, so a lesson can't rot silently: not by failing, not by printing a wrong
 expectation, not by losing a check. The lessons run in subprocesses, two at a time
-(TINYAR_LESSON_JOBS), with the course model in a temporary folder: 10 trains it, and the
-other lessons that use it (07, 12) start after 10 and load it.
+(TINYAR_LESSON_JOBS), with the course model in a temporary folder: 06 trains it first thing,
+and the others start once it is saved (07, 10 and 12 load it).
 """
 import importlib.util
 import os
 import re
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,8 +23,8 @@ from conftest import TINY
 
 ROOT = Path(__file__).resolve().parent.parent
 LESSONS = sorted(p.stem for p in (ROOT / "lessons").glob("[0-9][0-9]_*.py"))
-COURSE = "10_sampling"                  # the first lesson to use the course model trains it
-FIRST = (COURSE, "06_masking")          # 06 trains two models of its own: start it early too
+COURSE = "06_masking"                   # trains the course model first thing (then two of its own)
+FIRST = (COURSE, "09_training")         # 09 trains its own: start both first
 
 # the checks each lesson prints, in order; a lesson that loses or renames one fails here
 EXPECTED = {
@@ -84,13 +85,15 @@ def load_common(monkeypatch):
 
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
-    env = dict(os.environ, TINYAR_LESSON_RUNS=str(tmp_path_factory.mktemp("lesson-runs")),
+    runs = tmp_path_factory.mktemp("lesson-runs")
+    env = dict(os.environ, TINYAR_LESSON_RUNS=str(runs),
                PYTHONPATH=str(ROOT), PYTHONIOENCODING="utf-8")
     run = lambda name: subprocess.run([sys.executable, f"lessons/{name}.py"], cwd=ROOT, env=env,
                                       capture_output=True, text=True, encoding="utf-8", timeout=1500)
     with ThreadPoolExecutor(int(os.environ.get("TINYAR_LESSON_JOBS", "2"))) as pool:
         first = {name: pool.submit(run, name) for name in FIRST}
-        first[COURSE].result()                       # the course model exists from here on
+        while not any(runs.glob("ckpt-*.safetensors")) and not first[COURSE].done():
+            time.sleep(1)                            # the course model exists from here on (saved atomically)
         rest = {name: pool.submit(run, name) for name in LESSONS if name not in FIRST}
         return {name: f.result() for name, f in (first | rest).items()}
 
