@@ -9,7 +9,7 @@ real context), the same way every time, so runs with different masking compare.
 
 Look at: the course model's val ce by hand = the library's, as ppl and bits/byte; a model
 trained with --mlm 0.25 evaluating exactly as without; a tiny corpus learnt by heart: the
-loss on its training windows falling far below 1 while the held-out loss, after the first
+loss on its training windows falling below 1 nat while the held-out loss, after the first
 100 steps, stops improving: what it learns from then on is memorised, not general.
 Run: python lessons/12_evaluation.py
 """
