@@ -10,7 +10,7 @@ milliseconds. This run uses the full loss, as `python cli.py train --mlm 0.15 --
 Look at: the learning-rate schedule; clipping scaling a gradient of norm 5 down to 1; the
 table: ce falling from ln 258 ≈ 5.55 to below the bytes' unigram entropy (3.15, lesson 1),
 which only a model that reads its context can do; and a loss spike: a row far above the
-rows around it (on DEV=CPU, step 60). Not a bug: with 16 targets a step, a batch of
+rows around it (step 60 on DEV=CPU and DEV=CL). Not a bug: with 16 targets a step, a batch of
 indentation (the printed windows: runs of spaces) is the whole gradient, and at the peak lr
 one AdamW step moves every weight by up to ~lr (lesson 11), enough to make the model expect
 spaces everywhere. It recovers within a few steps. Spikes come at other steps with other
