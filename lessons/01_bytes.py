@@ -48,3 +48,7 @@ p = freq[freq > 0]
 entropy = -(p * np.log(p)).sum()
 print(f"uniform guess: ln {VOCAB} = {math.log(VOCAB):.3f} nats; unigram entropy: {entropy:.3f} nats")
 check("unigram_entropy_nats", entropy, 3.15, 0.15)   # Python source: lots of spaces
+
+# Exercises (answers in lessons/README.md)
+# 1. How many tokens is "naïve ✓"? (Count the UTF-8 bytes; then check with encode.)
+# 2. A file holding only 'a' and 'b', equally often: what is its unigram entropy in nats?

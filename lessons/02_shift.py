@@ -36,3 +36,9 @@ for t in range(T):
 check("changed_position", changed, 4)
 check("logit_change_before_it", moved[:changed].max(), 0.0, 1e-6)  # the past can't see the future
 check("logit_change_from_it_on", moved[changed:].min(), 0.0, op=">")
+
+# Exercises (answers in lessons/README.md)
+# 1. One (B, T+1) batch trains B*T predictions. How many would it train if the model were
+#    trained to predict only the last byte of each window (B = 2, T = 8)?
+# 2. Change "the bat " to "she cat ": which check stops the lesson, and which positions'
+#    logits move?

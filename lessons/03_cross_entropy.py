@@ -60,3 +60,7 @@ model = Decoder(CFG)
 ce = autoregressive_loss(model, corpus.batch(rng, B))["ce"].item()
 print(f"untrained model on real text: {ce:.4f} nats; ln {VOCAB} = {math.log(VOCAB):.4f}")
 check("untrained_ce", ce, math.log(VOCAB), 0.05)                  # expect ≈ 5.55
+
+# Exercises (answers in lessons/README.md)
+# 1. A model gives the right byte probability 0.5 at every position: what is its loss?
+# 2. Delete the max shift in ce_by_hand (use m = 0): what does it give at 1000x logits?

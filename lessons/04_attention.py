@@ -48,3 +48,7 @@ print("\nmean lse per query position vs ln(number of visible keys):")
 for i in range(T):
     print(f"  query {i}: lse {lse[..., i].mean():+.4f}   ln({i + 1}) = {math.log(i + 1):.4f}")
 check("lse_last_query", lse[..., T - 1].mean(), math.log(T), 0.02)   # expect ≈ ln 8 ≈ 2.079
+
+# Exercises (answers in lessons/README.md)
+# 1. If every score were 1 instead of about 0, what would query i's lse be?
+# 2. Comment out the line that applies the causal mask: which checks fail?

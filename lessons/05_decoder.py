@@ -39,12 +39,28 @@ check("final_norm_std", h.std(-1).mean(), 1.0, 0.02)             # (scale starts
 
 # Parameters, counted by hand. Attention has 4 D x D matrices (q, k, v, out; no biases);
 # the MLP has D x 4D and 4D x D matrices with biases; each norm has one scale vector.
-per_block = 2 * D + 4 * D * D + (D * 4 * D + 4 * D) + (4 * D * D + D)
-parts = {"token embedding V*D": VOCAB * D, "position embedding T*D": T * D,
-         f"{CFG.depth} blocks": CFG.depth * per_block, "final norm D": D, "head D*V": D * VOCAB}
+def count(D: int, depth: int, T: int) -> dict[str, int]:
+    per_block = 2 * D + 4 * D * D + (D * 4 * D + 4 * D) + (4 * D * D + D)
+    return {"token embedding V*D": VOCAB * D, "position embedding T*D": T * D,
+            f"{depth} blocks": depth * per_block, "final norm D": D, "head D*V": D * VOCAB}
+
+
+def embedding_and_head_share(parts: dict[str, int]) -> float:
+    return (parts["token embedding V*D"] + parts["head D*V"]) / sum(parts.values())
+
+
+parts = count(D, CFG.depth, T)
 for name, n in parts.items():
     print(f"  {name:24} {n:6,}")
 check("num_params", model.num_params(), sum(parts.values()))     # expect 14,768
-share = (parts["token embedding V*D"] + parts["head D*V"]) / sum(parts.values())
-print(f"embedding + head: {share:.0%} of this tiny model (with V = 258 and D = 768 it would be under 1%)")
+share = embedding_and_head_share(parts)
 check("embedding_and_head_share", share, 0.56, 0.01)
+# Embedding and head grow like D, the blocks like depth * D^2: in a wide, deep model they are
+# a sliver. At D = 768 (GPT-2 small's width, our V = 258, T = 1024) the share by depth:
+wide = {depth: embedding_and_head_share(count(768, depth, 1024)) for depth in (1, 2, 5, 6, 12)}
+print("embedding + head at D = 768, by depth:", {k: f"{v:.2%}" for k, v in wide.items()})
+check("depth_where_D768_share_drops_under_1%", min(k for k, v in wide.items() if v < 0.01), 6)
+
+# Exercises (answers in lessons/README.md)
+# 1. How many parameters has the model with dim=32 (depth 2, T 8)? Use count(), then check
+#    with Decoder(CFG.replace(dim=32)).num_params().

@@ -56,3 +56,7 @@ print(f"gradient on those rows: detached {np.abs(g_det).max():.2e}, not detached
 check("target_only_rows_exist", len(only_target), 0, op=">")
 check("gradient_on_target_rows_detached", np.abs(g_det).max(), 0.0)
 check("gradient_on_target_rows_not_detached", np.abs(g_att).max(), 0.0, op=">")
+
+# Exercises (answers in lessons/README.md)
+# 1. Every error is 0.01: what are MSE and L1, and how much harder does L1 pull each one?
+# 2. Remove the .detach() from `target`: which check fails?

@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's tinyar, installed or not
 
-from tinyar import kernel_cache  # noqa: E402
+from tinyar import compiler_log, kernel_cache  # noqa: E402
 from tinyar.config import Config  # noqa: E402
 
 kernel_cache.enable()  # generated kernels kept in ~/.cache/tinyar: a lesson's second run starts in seconds
@@ -20,6 +20,11 @@ CFG = Config(dim=16, depth=2, heads=2, seq_len=8, batch_size=2, steps=300, warmu
              eval_every=100, eval_batches=32, log_every=30, save_every=300)
 B, T, D = CFG.batch_size, CFG.seq_len, CFG.dim
 RUNS = Path(os.environ.get("TINYAR_LESSON_RUNS", Path(__file__).resolve().parent.parent / "runs" / "lessons"))
+# clang and PoCL write "1 warning generated." to the process's stderr while tinygrad compiles:
+# keep that in RUNS/compiler-<lesson>.log, so the output is only the lesson's (an error shows it)
+LESSON = Path(sys.argv[0]).resolve()
+if LESSON.parent == Path(__file__).resolve().parent:   # run as a lesson (not imported by a test)
+    compiler_log.until_exit(RUNS / f"compiler-{LESSON.stem}.log")
 
 
 def check(name: str, value: float, expect: float, tol: float = 0.0, op: str | None = None) -> None:
