@@ -155,7 +155,7 @@ def train(corpus, device, out, resume, keep, force, sample_tokens, eval_sample_t
     run.init, run.init_from = init, init_from
     if sample_tokens < 0:
         fail(f"--sample-tokens must be >= 0 (got {sample_tokens}); 0 skips the sample")
-    cfg, out = run.cfg, run.folder
+    out = run.folder
 
     # 2. the run folder, then the corpus (stdin is copied into the run folder so a resume finds it)
     try:

@@ -29,6 +29,23 @@ TINY_NE = TINY.replace(next_embed_head=True)
 TEXT = b"the quick brown fox jumps over the lazy dog. " * 40   # a small corpus that TINY learns fast
 
 
+def invoke(*args):
+    """Run `python cli.py ARGS...` in this process (Click's runner). -> its Result"""
+    from click.testing import CliRunner
+
+    from cli import cli
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def error_line(res, code=2) -> str:
+    """The single 'error: ...' line a failed command printed (and nothing else)."""
+    assert res.exit_code == code, res.output
+    assert isinstance(res.exception, SystemExit), res.exception   # a deliberate exit, not a crash
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in res.output, res.output
+    return lines[0]
+
+
 def cli_flags(cfg: Config, *fields: str) -> list[str]:
     """The command-line options that set these fields of cfg: ["--dim", "16", ...] (config.flag)."""
     return [arg for f in fields for arg in (flag(f), str(getattr(cfg, f)))]

@@ -10,10 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from cli import cli
-from conftest import TEXT, TINY, TINY_FLAGS
+from conftest import TEXT, TINY, TINY_FLAGS, error_line, invoke
 from tinyar import checkpoint as ckpt
 from tinyar.run import StopOnSignal
 
@@ -27,17 +25,8 @@ def corpus(tmp_path):
     return path
 
 
-def error_line(res, code=2) -> str:
-    """The single 'error: ...' line a failed command printed (and nothing else)."""
-    assert res.exit_code == code, res.output
-    assert isinstance(res.exception, SystemExit), res.exception   # a deliberate exit, not a crash
-    lines = res.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in res.output, res.output
-    return lines[0]
 
 
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 @pytest.mark.parametrize("args, expect", [

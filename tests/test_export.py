@@ -15,12 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from tinygrad import Tensor
 from tinygrad.nn.state import get_state_dict
 
-from cli import cli
-from conftest import KIND, NEXT_EMBED_WEIGHT, TEXT, TINY, TINY_NE, ZLOSS_WEIGHT
+from conftest import KIND, NEXT_EMBED_WEIGHT, TEXT, TINY, TINY_NE, ZLOSS_WEIGHT, error_line, invoke
 from test_parity import FIXTURE, NO_XT, live, rel
 from tinyar import checkpoint as ckpt
 from tinyar.data import PAD
@@ -142,15 +140,8 @@ def test_adam_moments_follow_their_parameters(tmp_path):
 
 # ---------------------------------------------------------------- python cli.py export
 
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
-def error_line(res) -> str:
-    assert res.exit_code == 2 and isinstance(res.exception, SystemExit), res.output
-    lines = res.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in res.output, res.output
-    return lines[0]
 
 
 @pytest.fixture

@@ -9,11 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from tinygrad.nn.state import get_state_dict
 
-from cli import cli
-from conftest import TEXT, TINY, TINY_FLAGS, TINY_NE
+from conftest import TEXT, TINY, TINY_FLAGS, TINY_NE, error_line, invoke
 from test_export import assert_same_state
 from test_parity import live
 from tinyar import checkpoint as ckpt
@@ -132,15 +130,8 @@ def test_a_pt_file_without_torch_names_the_extra(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------- python cli.py train --init-from
 
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
-def error_line(res) -> str:
-    assert res.exit_code == 2 and isinstance(res.exception, SystemExit), res.output
-    lines = res.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in res.output, res.output
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -87,6 +87,31 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+class ChecksumMismatch(ValueError):
+    pass
+
+
+def tensors(header: dict, data: memoryview, sums: dict | None) -> dict[str, np.ndarray]:
+    """The arrays a safetensors header (without its metadata) describes in `data`, each checked
+    against its sha256 in `sums` when given. BF16 comes back as float32. Raises ValueError
+    (ChecksumMismatch for a checksum) when the bytes are not whole and intact."""
+    arrays = {}
+    for name, h in header.items():
+        lo, hi = h["data_offsets"]
+        if not 0 <= lo <= hi <= len(data):
+            raise ValueError("truncated")
+        if sums is not None and sums.get(name) != checksum(h["dtype"], h["shape"], data[lo:hi]):
+            raise ChecksumMismatch(f"tensor {name} does not match its checksum")
+        if h["dtype"] == "BF16":    # bfloat16 is the top half of a float32
+            a = (np.frombuffer(data[lo:hi], np.uint16).astype(np.uint32) << 16).view(np.float32)
+        else:
+            a = np.frombuffer(data[lo:hi], dtype=DTYPES[h["dtype"]])
+        arrays[name] = a.reshape(h["shape"]).copy()
+    if max((h["data_offsets"][1] for h in header.values()), default=0) != len(data):
+        raise ValueError("size does not match the header")
+    return arrays
+
+
 def parse_safetensors(raw: bytes) -> tuple[dict[str, np.ndarray], dict]:
     """Any safetensors file's bytes (x-transformers' weights, say) -> (arrays, string metadata), by
     a plain parser (never pickle). BF16 comes back as float32; a "sha256" tag is verified. Raises
@@ -98,22 +123,9 @@ def parse_safetensors(raw: bytes) -> tuple[dict[str, np.ndarray], dict]:
     if not isinstance(header, dict):
         raise ValueError("not a safetensors header")
     tags = header.pop("__metadata__", None) or {}
-    data, arrays = memoryview(raw)[8 + n:], {}
     try:
         sums = json.loads(tags["sha256"]) if "sha256" in tags else None
-        for name, h in header.items():
-            lo, hi = h["data_offsets"]
-            if not 0 <= lo <= hi <= len(data):
-                raise ValueError("truncated")
-            if sums is not None and sums.get(name) != checksum(h["dtype"], h["shape"], data[lo:hi]):
-                raise ValueError(f"tensor {name} does not match its checksum")
-            if h["dtype"] == "BF16":    # bfloat16 is the top half of a float32
-                a = (np.frombuffer(data[lo:hi], np.uint16).astype(np.uint32) << 16).view(np.float32)
-            else:
-                a = np.frombuffer(data[lo:hi], dtype=DTYPES[h["dtype"]])
-            arrays[name] = a.reshape(h["shape"]).copy()
-        if max((h["data_offsets"][1] for h in header.values()), default=0) != len(data):
-            raise ValueError("size does not match the header")
+        arrays = tensors(header, memoryview(raw)[8 + n:], sums)
     except (KeyError, TypeError, AttributeError) as e:
         raise ValueError(f"unreadable header ({e})") from None
     return arrays, tags
@@ -154,16 +166,10 @@ def read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], dict]:
         meta = json.loads(tags["tinyar"])
         # files from before checksums stored every weight three times (model.*, optim.params.*, ...)
         sums = json.loads(tags["sha256"]) if "sha256" in tags or "optim.params.0" not in header else None
-        data, arrays = memoryview(raw)[8 + n:], {}
-        for name, h in header.items():
-            lo, hi = h["data_offsets"]
-            if not 0 <= lo <= hi <= len(data):
-                raise ValueError("truncated")
-            if sums is not None and sums.get(name) != checksum(h["dtype"], h["shape"], data[lo:hi]):
-                raise damaged(f"damaged: tensor {name} does not match its checksum")
-            arrays[name] = np.frombuffer(data[lo:hi], dtype=DTYPES[h["dtype"]]).reshape(h["shape"]).copy()
-        if max((h["data_offsets"][1] for h in header.values()), default=0) != len(data):
-            raise ValueError("size does not match the header")
+        try:
+            arrays = tensors(header, memoryview(raw)[8 + n:], sums)
+        except ChecksumMismatch as e:
+            raise damaged(f"damaged: {e}") from None
         if sums is not None and set(sums) != set(header):
             raise damaged(f"damaged: {len(header)} tensors, {len(sums)} checksums")
         if not (isinstance(meta, dict) and {"config", "step", "rng"} <= set(meta)):
