@@ -158,6 +158,7 @@ def train(corpus, device, out, resume, keep, force, sample_tokens, eval_sample_t
     out = run.folder
 
     # 2. the run folder, then the corpus (stdin is copied into the run folder so a resume finds it)
+    click.get_current_context().call_on_close(run.close)   # the folder's lock ends with the command
     try:
         run.open(force, sys.stdin.buffer, device)
     except RunError as e:

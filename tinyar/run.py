@@ -4,6 +4,8 @@
     RUN/metrics.jsonl             one JSON row per log step and per validation (train.train's rows)
     RUN/stdin.bin                 the corpus, when it was piped in (so a resume finds it again)
 
+The folder itself is flock-ed by the one process writing it (lock_folder).
+
 `Run.start_or_resume` applies the resume rules, `open` readies the folder, corpus and device,
 `build` makes the Trainer (restored exactly when resuming), `train` runs it. Errors are
 one-line exceptions (RunError, ConfigError, CorpusError, DeviceError); the CLI prints them.
@@ -87,6 +89,51 @@ def run_name(args: tuple[str, ...]) -> str:
     if args[0] == "-":
         return "stdin"
     return "".join(c for c in Path(args[0]).stem if c.isalnum() or c in "._-") or "corpus"
+
+
+_held: dict[Path, int] = {}   # folders this process holds the lock of -> the folder's open descriptor
+
+
+def lock_folder(folder: Path) -> None:
+    """Make this process the run folder's one writer for as long as it lives: an exclusive OS
+    lock on the folder itself (flock; the OS drops it when the process ends, even by kill -9). A
+    second writer (another `train`, or a `--resume` of a run still going) would interleave
+    metrics.jsonl and overwrite checkpoints, so it is refused, naming the process that holds it."""
+    try:
+        import fcntl
+    except ImportError:   # not POSIX: no lock (the README says so)
+        return
+    key = Path(folder).resolve()
+    if key in _held:
+        return
+    fd = os.open(key, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise RunError(f"{folder} is being written by {lock_holder(key)} (a train still running?); wait for it "
+                       f"to finish or stop it (Ctrl-C saves a checkpoint), or pick another --out") from None
+    _held[key] = fd
+
+
+def lock_holder(path: Path) -> str:
+    """'process PID' holding a flock on path, from Linux's /proc/locks, or 'another process'."""
+    try:
+        inode = f":{path.stat().st_ino} "
+        for line in Path("/proc/locks").read_text().splitlines():
+            fields = line.split()
+            if "FLOCK" in fields and inode in line + " " and "->" not in fields:
+                return f"process {fields[4]}"
+    except (OSError, IndexError):
+        pass
+    return "another process"
+
+
+def unlock_folder(folder: Path) -> None:
+    """Let the folder go (the lock also ends with the process): Run.close()."""
+    fd = _held.pop(Path(folder).resolve(), None)
+    if fd is not None:
+        os.close(fd)
 
 
 def holds_run(folder: Path) -> bool:
@@ -192,6 +239,10 @@ class Run:
         self.data = (Corpus(self.files, self.cfg.seq_len) if self.files else
                      Corpus(default_corpus(), self.cfg.seq_len, name="python stdlib sources"))
 
+    def close(self) -> None:
+        """Stop being the folder's writer (the end of the process does the same)."""
+        unlock_folder(self.folder)
+
     def prepare_folder(self, force: bool = False) -> None:
         """Refuse a folder that can't hold a run; never start over on top of a run unless force."""
         out = self.folder
@@ -207,6 +258,7 @@ class Run:
             probe.unlink()
         except OSError as e:
             raise RunError(f"cannot write to run folder {out}: {e.strerror}; pick another --out") from None
+        lock_folder(out)   # before anything is written, trimmed or cleared
 
     def build(self, force: bool = False):
         """The Trainer, restored from the resumed checkpoint (its later metrics rows dropped), or
