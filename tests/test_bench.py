@@ -114,6 +114,7 @@ def test_a_second_run_from_the_kernel_cache_trains_identically(tmp_path):
     assert len(losses[0]) == 3 and losses[0] == losses[1]
 
 
+@pytest.mark.slow
 def test_first_step_runs_cold_then_warm_in_fresh_processes(monkeypatch):
     # two child processes on one new, empty pair of caches (tinygrad's binaries, tinyar's kernels);
     # the user's own caches are not touched (the children get CACHEDB/TINYAR_KERNEL_CACHE in a temp dir)
