@@ -10,6 +10,9 @@ from dataclasses import dataclass
 MASK_MODES = ("replace", "fcm")
 NEXT_EMBED_KINDS = ("mse", "l1")
 DTYPES = ("float32", "float16", "bfloat16")
+# --dtype float16: the loss is scaled by this for the backward and the gradients scaled back in
+# float32 (small gradients, the z-loss's at weight 1e-4, flushed to 0 in half matmuls otherwise)
+FP16_LOSS_SCALE = 4096.0
 PIECES = ("ce", "zloss", "next_embed")   # the loss's raw components (tinyar/loss.py)
 COMPONENTS = ("total", *PIECES)          # what autoregressive_loss returns; every training row logs them
 

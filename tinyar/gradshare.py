@@ -24,10 +24,8 @@ from __future__ import annotations
 
 from tinygrad import Tensor, TinyJit
 
-from tinyar.config import PIECES, Config
+from tinyar.config import FP16_LOSS_SCALE, PIECES, Config
 from tinyar.loss import autoregressive_loss
-
-FP16_LOSS_SCALE = 4096.0   # as the training step (tinyar/train.py): small float16 gradients would flush to 0
 
 
 def weighted_components(out: dict[str, Tensor], cfg: Config) -> dict[str, Tensor]:

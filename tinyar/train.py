@@ -15,14 +15,13 @@ from tinygrad.helpers import Context
 from tinygrad.nn.optim import AdamW, OptimizerGroup
 from tinygrad.nn.state import get_parameters, get_state_dict
 
-from tinyar.config import PIECES, Config
+from tinyar.config import FP16_LOSS_SCALE, PIECES, Config
 from tinyar.data import Corpus
 from tinyar.gradshare import GradShare
 from tinyar.loss import autoregressive_loss, choose_mask_positions
 from tinyar.model import Decoder
 
 CHECKED = (*PIECES, "total", "grad_norm")   # for NaN/inf, in this order: the raw pieces first, then their total
-FP16_LOSS_SCALE = 4096.0   # --dtype float16: the loss is scaled by this for the backward, the gradients back
 
 
 class Diverged(RuntimeError):
