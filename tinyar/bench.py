@@ -203,7 +203,7 @@ def set_beam(n: int) -> None:
 
 def _first_step_child(cfg_json: str) -> None:
     """In a fresh process: build tinyar's run and time its first step, with the kernel cache on
-    (saved after), then print {"first_s": seconds} as JSON. Used by first_step()."""
+    (saved after), then print {"build_s", "first_s"} (seconds) as JSON. Used by first_step()."""
     import json
 
     from tinyar import kernel_cache
