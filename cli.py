@@ -331,8 +331,10 @@ def devices(speed):
               help="BEAM search width for kernels: faster steps, minutes of search once per shape")
 @click.option("--first-step", "first", is_flag=True,
               help="also time the first step in two fresh processes: cold (empty caches), then warm")
+@click.option("--tuned/--untuned", default=True, show_default=True,
+              help="use the tuned kernel tables (python cli.py tune), or tinygrad's default schedules")
 @click.option("--json", "as_json", is_flag=True, help="print the numbers as JSON")
-def bench(device, timed_steps, vs_torch, torch_threads, components, beam, first, as_json, **fields):
+def bench(device, timed_steps, vs_torch, torch_threads, components, beam, first, tuned, as_json, **fields):
     """Time training steps: first (compile) step, steady step, tokens/s, FLOP/s, memory."""
     from tinyar import bench as B, kernel_cache
     from tinyar.devices import DeviceError, check_dtype, use_device
@@ -349,7 +351,7 @@ def bench(device, timed_steps, vs_torch, torch_threads, components, beam, first,
     with console.status("bench") as status:
         res = B.run(cfg, timed_steps, vs_torch, components, torch_threads, on_status=status.update,
                     devices=dev if isinstance(dev, tuple) else None, first=first,
-                    device=None if isinstance(dev, tuple) else dev)
+                    device=None if isinstance(dev, tuple) else dev, tuned=tuned)
     kernel_cache.save()
     if as_json:
         click.echo(json.dumps(res, indent=2))
@@ -358,7 +360,8 @@ def bench(device, timed_steps, vs_torch, torch_threads, components, beam, first,
     title = (f"{cfg.dim}d×{cfg.depth}L×{cfg.heads}h, T {cfg.seq_len}, B {cfg.batch_size}, "
              f"{B.model_flops(cfg) / 1e9:.2f} GFLOP/step"
              + (" · tinyar with ce only, each component alone, all" if components else f" · loss {B.loss_settings(cfg)}")
-             + (f" · BEAM={beam}" if beam else "") + (f" · {cfg.dtype} matmuls" if cfg.dtype != "float32" else ""))
+             + (f" · BEAM={beam}" if beam else "") + (f" · {cfg.dtype} matmuls" if cfg.dtype != "float32" else "")
+             + (f" · {res['tuned_kernels']} kernels with tuned options" if res["tuned_kernels"] else " · tinygrad's default schedules"))
     table = Table("run", "device", "1st step", "step", "tokens/s", "GFLOP/s", "vs torch", "RSS MB", title=title)
     for r in res["rows"]:
         table.add_row(r["name"].removeprefix("tinyar ") if components and r["name"] != "x-transformers" else r["name"],
@@ -377,6 +380,53 @@ def bench(device, timed_steps, vs_torch, torch_threads, components, beam, first,
         wide.print(f"first step of a fresh process: cold (empty caches) {f['cold_s']:.1f} s · warm {f['warm_s']:.1f} s")
     if res["rss_vs_torch"]:
         wide.print(f"peak RSS growth vs x-transformers: {res['rss_vs_torch']:.2f}×")
+
+
+@cli.command()
+@config_options(leave_out=TRAIN_ONLY)
+@click.option("--device", default=None, help="tinygrad device [default: DEV or tinygrad's pick]")
+@click.option("--minutes", type=click.FloatRange(0.5, 600), default=20.0, show_default=True,
+              help="time limit for the search (the slowest kernels are searched first)")
+@click.option("--per-kernel", type=click.FloatRange(5, 3600), default=60.0, show_default=True,
+              help="seconds of search for one kernel at most")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="table to write [default: ~/.cache/tinyar/tuned/DEVICE-SHAPE.json, read by every run]")
+@click.option("--ab-steps", type=click.IntRange(0, 100), default=6, show_default=True,
+              help="steps timed afterwards, tinygrad's defaults vs the table, interleaved (0: skip)")
+def tune(device, minutes, per_kernel, out, ab_steps, **fields):
+    """Search kernel schedules for one model's training step, once, and keep them as data."""
+    from tinyar import bench as B, kernel_cache, tuning
+    from tinyar.devices import DeviceError, check_dtype, use_device
+    try:
+        dev = use_device(device)
+        cfg = Config().replace(**{k: v for k, v in fields.items() if v is not None}).validate()
+        check_dtype(cfg.dtype, dev)
+    except (ConfigError, DeviceError) as e:
+        fail(str(e))
+    if isinstance(dev, tuple):
+        fail("tune one device at a time: the table then applies to each of them (--device CL)")
+    from tinygrad import Device
+    name = dev or Device.DEFAULT
+    out = out or tuning.user_dir() / (f"{name.replace(':', '-')}-d{cfg.dim}L{cfg.depth}h{cfg.heads}"
+                                      f"T{cfg.seq_len}B{cfg.batch_size}-{cfg.dtype}.json")
+    kernel_cache.enable()
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("tune", total=1.0)
+        res = B.tune(cfg, name, minutes * 60, per_kernel, out, ab_steps,
+                     on_status=lambda msg, frac: bar.update(task, description=msg, completed=frac))
+    kernel_cache.save()
+    table = Table("kernel", "launches", "default", "tuned", "ratio", "options",
+                  title=f"{len(res['tuned'])} of {res['kernels']} kernels tuned on {name} ({res['new']} new) → {res['path']}")
+    for key, r in sorted(res["tuned"].items(), key=lambda kv: -kv[1]["default_ms"] * kv[1]["launches"]):
+        table.add_row(key[:10], str(r["launches"]), f"{r['default_ms']:.3f} ms", f"{r['tuned_ms']:.3f} ms",
+                      f"{r['default_ms'] / r['tuned_ms']:.2f}×",
+                      " ".join(f"{o.op.name}{o.axis}:{o.arg}" for o in r["opts"]))
+    console.print(table)
+    if res["speedup"] is not None:
+        d, t = (r["step_s"] * 1e3 for r in res["ab"])
+        console.print(f"training step, median of {ab_steps} interleaved: tinygrad's defaults {d:,.0f} ms → "
+                      f"tuned {t:,.0f} ms ([bold]{res['speedup']:.2f}×[/])")
 
 
 # ── assignments: hand out stubs, grade submissions (tinyar/assignments/) ────────────────────

@@ -75,20 +75,23 @@ def tinygrad_buffer_bytes() -> int:
 
 
 class TinyarRun:
-    """tinyar's Trainer, one train_step per call."""
+    """tinyar's Trainer, one train_step per call; tuned=False compiles its kernels with
+    tinygrad's default schedules even where a tuned table has options (tinyar/tuning.py)."""
     name = "tinyar"
 
-    def __init__(self, cfg: Config, corpus: Corpus, devices: tuple[str, ...] | None = None):
+    def __init__(self, cfg: Config, corpus: Corpus, devices: tuple[str, ...] | None = None, tuned: bool = True):
         from tinygrad import Device
         from tinygrad.helpers import DEV
         from tinyar.train import Trainer
-        self.cfg, self.trainer, self.corpus = cfg, Trainer(cfg, devices=devices), corpus
+        self.cfg, self.trainer, self.corpus, self.tuned = cfg, Trainer(cfg, devices=devices), corpus, tuned
         self.device = ",".join(devices) if devices else (repr(DEV) or Device.DEFAULT)   # CPU:LLVM, not CPU
 
     def step(self) -> float:
+        from tinyar import tuning
         batch, mask = self.trainer.next_batch(self.corpus)
         t = time.perf_counter()
-        self.trainer.train_step(batch, mask)   # reads every loss back: waits for the device
+        with tuning.active(self.tuned):   # matters only while kernels compile (the first two steps)
+            self.trainer.train_step(batch, mask)   # reads every loss back: waits for the device
         return time.perf_counter() - t
 
 
@@ -242,14 +245,15 @@ def first_step(cfg: Config, device: str | None = None) -> dict:
 
 def run(cfg: Config, timed_steps: int = 10, vs_torch: bool = False, components: bool = False,
         torch_threads: int | None = None, on_status=lambda msg: None, devices: tuple[str, ...] | None = None,
-        first: bool = False, device: str | None = None) -> dict:
+        first: bool = False, device: str | None = None, tuned: bool = True) -> dict:
     """The whole benchmark; devices: several for data-parallel tinyar; first: also time the first
     step cold and warm in fresh processes on `device`.
     -> {"rows": [...], "numpy_flops": float, "torch": None or why not, "vs_torch", "rss_vs_torch", "first_step"}"""
     corpus = stdlib_corpus(cfg)
-    runs = {"tinyar": lambda: TinyarRun(cfg, corpus, devices)}
+    runs = {"tinyar": lambda: TinyarRun(cfg, corpus, devices, tuned)}
     if components:
-        runs = {f"tinyar {name}": (lambda c=c: TinyarRun(c, corpus, devices)) for name, c in component_configs(cfg).items()}
+        runs = {f"tinyar {name}": (lambda c=c: TinyarRun(c, corpus, devices, tuned))
+                for name, c in component_configs(cfg).items()}
     why_not = torch_available() if vs_torch else "not asked for (--vs-torch)"
     if vs_torch and why_not is None:
         import torch
@@ -268,5 +272,34 @@ def run(cfg: Config, timed_steps: int = 10, vs_torch: bool = False, components: 
         on_status("first step in fresh processes: cold caches, then warm")
         first_step_s = first_step(cfg, device)
     on_status("numpy matmul reference")
+    from tinyar import tuning
     return {"rows": rows, "numpy_flops": numpy_matmul_flops(), "torch": why_not,
+            "tuned_kernels": tuning.applied() if tuned else 0,
             "vs_torch": tiny["vs_torch"], "rss_vs_torch": rss_ratio, "first_step": first_step_s}
+
+
+def tune(cfg: Config, device: str, seconds: float, per_kernel: float, out: Path, ab_steps: int = 6,
+         on_status=lambda msg, frac: None) -> dict:
+    """Find kernel options for this model's training step on `device` within `seconds`, write
+    them to `out` (tinyar/tuning.py), then time tinygrad's defaults against the table, steps
+    interleaved in this process. -> {"kernels", "rows", "path", "speedup"}"""
+    from tinyar import tuning
+    corpus, t0 = stdlib_corpus(cfg), time.monotonic()
+    on_status("building the model and collecting its step's kernels", 0.0)
+    with tuning.active(False):
+        run = TinyarRun(cfg, corpus, tuned=False)
+        kernels = tuning.step_kernels(lambda: (run.step(), run.step()))
+    left = max(0.0, seconds - (time.monotonic() - t0))
+    start, old = time.monotonic(), tuning.read_rows(out, device)   # an existing table is extended
+    new = tuning.tune(kernels, device, left, per_kernel, done=frozenset(old),
+                      on_progress=lambda msg: on_status(msg, min(1.0, (time.monotonic() - start) / max(left, 1e-9))))
+    rows = {**old, **new}
+    tuning.write_table(out, device, cfg.to_dict(), rows)
+    speedup, ab = None, []
+    if ab_steps and rows:
+        tuning.enable(device)
+        ab = measure({"tinygrad defaults": lambda: TinyarRun(cfg, corpus, tuned=False),
+                      "tuned": lambda: TinyarRun(cfg, corpus, tuned=True)}, ab_steps,
+                     on_status=lambda msg: on_status(f"A/B: {msg}", 1.0))
+        speedup = ab[0]["step_s"] / ab[1]["step_s"]
+    return {"kernels": len(kernels), "tuned": rows, "new": len(new), "path": str(out), "ab": ab, "speedup": speedup}

@@ -10,11 +10,12 @@ import time
 from typing import Callable, Iterator
 
 import numpy as np
-from tinygrad import Tensor, TinyJit
+from tinygrad import Device, Tensor, TinyJit
 from tinygrad.helpers import Context
 from tinygrad.nn.optim import AdamW, OptimizerGroup
 from tinygrad.nn.state import get_parameters, get_state_dict
 
+from tinyar import buffer_reuse, tuning
 from tinyar.config import FP16_LOSS_SCALE, PIECES, Config
 from tinyar.data import Corpus
 from tinyar.gradshare import GradShare
@@ -82,6 +83,10 @@ class Trainer:
 
     def __init__(self, cfg: Config, devices: tuple[str, ...] | None = None):
         self.cfg, self.devices = cfg, devices
+        # kernel schedules tuned once for this device and shape, if a table has them, and buffer
+        # reuse where tinygrad plans no memory (OpenCL): README "Speed"
+        tuning.enable(devices[0] if devices else Device.DEFAULT)
+        buffer_reuse.install()
         Tensor.manual_seed(cfg.seed)
         self.model = Decoder(cfg)
         if devices:
