@@ -171,6 +171,7 @@ def _actions() -> list:
     acts = [Opt(OptOps.UPCAST, axis, amt) for amt in (2, 4, 8) for axis in range(4)]
     acts += [Opt(OptOps.UNROLL, axis, amt) for amt in (2, 4, 8) for axis in range(2)]
     acts += [Opt(OptOps.LOCAL, axis, amt) for amt in (2, 4, 8, 16) for axis in range(3)]
+    acts += [Opt(OptOps.GROUPTOP, axis, amt) for amt in (16, 32) for axis in range(2)]   # split a long reduction
     return acts
 
 
