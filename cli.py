@@ -422,7 +422,11 @@ def tune(device, minutes, per_kernel, out, ab_steps, **fields):
         table.add_row(key[:10], str(r["launches"]), f"{r['default_ms']:.3f} ms", f"{r['tuned_ms']:.3f} ms",
                       f"{r['default_ms'] / r['tuned_ms']:.2f}×",
                       " ".join(f"{o.op.name}{o.axis}:{o.arg}" for o in r["opts"]))
-    console.print(table)
+    if res["tuned"]:
+        console.print(table)
+    else:
+        console.print(f"no kernel of the {res['kernels']} beat tinygrad's defaults by 3% within the time limit "
+                      f"(a longer --minutes searches more); {res['path']} lists none")
     if res["speedup"] is not None:
         d, t = (r["step_s"] * 1e3 for r in res["ab"])
         console.print(f"training step, median of {ab_steps} interleaved: tinygrad's defaults {d:,.0f} ms → "
