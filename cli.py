@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import signal
 import sys
 import time
@@ -451,7 +452,8 @@ def grade_summary(sub: dict) -> str:
 @click.option("--seed", type=int, default=0, show_default=True,
               help="other random shapes and values for the checks (catches answers fitted to the default ones)")
 @click.option("--json", "as_json", is_flag=True, help="print the results as JSON (for a course's grading system)")
-@click.option("--device", default=None, help="tinygrad device the checks run on [default: DEV or tinygrad's pick]")
+@click.option("--device", default=None, help="tinygrad device the checks run on [default: DEV, else CPU where "
+              "clang is installed (the checks' tensors are tiny), else tinygrad's pick]")
 def grade(path, reference, tasks, timeout, jobs, seed, as_json, device):
     """Grade a student's tasks.py (default: ./tasks.py), a workspace folder, or a folder of
     submissions (one .py file or one folder with tasks.py each). Exit 0 only if all pass."""
@@ -473,6 +475,8 @@ def grade(path, reference, tasks, timeout, jobs, seed, as_json, device):
         subs, single = find_submissions(path), path.is_file() or (path / "tasks.py").is_file()
         if not subs:
             fail(f"{path} holds no submissions (.py files, or folders with a tasks.py)")
+    if not device and not os.environ.get("DEV") and shutil.which("clang"):
+        device = "CPU"               # tiny tensors: a GPU or OpenCL (PoCL) device only adds start-up and compile time
     if device:
         os.environ["DEV"] = device   # the graders' processes inherit it
     progress = Progress(TextColumn("[bold]grading"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[now]}"),

@@ -62,7 +62,16 @@ class StudentError(Exception):
 # ── the student's side of a call ─────────────────────────────────────────────────────────
 
 def invoke(fn, args: list) -> Out:
-    """Call fn with the Args as Tensors; describe what it returned (gradients included)."""
+    """Call fn with the Args as Tensors; describe what it returned (gradients included).
+
+    Kernels are generated without tinygrad's optimizations (NOOPT): the checks' shapes are
+    tiny, and optimizing each kernel took longer than running it (half the grading time)."""
+    from tinygrad.helpers import Context
+    with Context(NOOPT=1):
+        return _invoke(fn, args)
+
+
+def _invoke(fn, args: list) -> Out:
     from tinygrad import Tensor, dtypes
 
     wrt, with_grad = [], []
@@ -103,7 +112,13 @@ def invoke(fn, args: list) -> Out:
             return Out("tuple", items=[describe(i) for i in x])
         return Out("none" if x is None else type(x).__name__)
 
-    out = describe(fn(*[to_student(a) for a in args]))
+    result = fn(*[to_student(a) for a in args])
+    if isinstance(result, (tuple, list)) and not wrt:   # several results: one schedule, shared work done once
+        try:
+            Tensor.realize(*[x for x in result if isinstance(x, Tensor)])
+        except Exception:  # noqa: BLE001 — describe() meets the same error on the Tensor that has it
+            pass
+    out = describe(result)
     out.after = [np.asarray(t.grad.numpy()) if isinstance(t.grad, Tensor) else None for t in with_grad]
     return out
 
