@@ -372,6 +372,18 @@ def test_adamw_answer_key_matches_the_trainers_optimizer():
         assert np.allclose(w.numpy(), p.numpy(), rtol=1e-5, atol=1e-6), step
 
 
+def test_a_class_gets_the_references_kernels_generated_once():
+    """warm_kernels runs the library's answers in a process of their own and hands every
+    child its kernels (read-only files); a child loads them before the submission."""
+    import pickle
+    from tinyar.assignments.child import warm_kernels
+    warm = warm_kernels(["total"], 0, 600)
+    kernels, compiled = Path(warm["TINYAR_GRADE_KERNELS"]), Path(warm["TINYAR_GRADE_CACHE"])
+    data = pickle.loads(kernels.read_bytes())
+    assert data["programs"] and data["schedules"] and compiled.stat().st_size > 0
+    assert not kernels.stat().st_mode & 0o222 and not compiled.stat().st_mode & 0o222
+
+
 def test_decoder_answer_key_matches_the_model():
     """tinyar.assignments.decoder (the key) against the trainer's code on the same weights:
     causal_attention = model.attend, prenorm_block = model.Block (TINY's shape), and the

@@ -127,13 +127,15 @@ class Child:
         if sandboxed:
             cmd = ["unshare", "--pid", "--fork", "--kill-child", "--mount", "--mount-proc", "--net", "--",
                    "/bin/sh", "-c", SETUP, "sh", str(work), *cmd]
+        warm = warm or {}    # warm_kernels(): the reference's kernels and compiled programs, read-only
         env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "TINYAR_GRADE_MEMORY": str(MEMORY_LIMIT),
-               "CACHEDB": str(work / "tinygrad-cache.db"), "TINYAR_GRADE_CACHE": (warm or {}).get("TINYAR_GRADE_CACHE") or cache_snapshot() or "",
+               "CACHEDB": str(work / "tinygrad-cache.db"),
+               "TINYAR_GRADE_CACHE": warm.get("TINYAR_GRADE_CACHE") or cache_snapshot() or "",
                "TMPDIR": str(work), "HOME": str(work), "XDG_CACHE_HOME": str(work / ".cache"),
                "POCL_CACHE_DIR": str(work / "pocl"),     # everything else is read-only in the sandbox
                "PYTHONPATH": os.pathsep.join([str(LIBRARY_ROOT),
                                                                    *filter(None, [os.environ.get("PYTHONPATH")])]),
-               "TINYAR_GRADE_KERNELS": "", **(warm or {})}   # warm_kernels(): the reference's kernels
+               "TINYAR_GRADE_KERNELS": warm.get("TINYAR_GRADE_KERNELS", "")}
         self.err = open(err, "w")
         self.proc = subprocess.Popen(cmd, cwd=work, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self.err, start_new_session=os.name == "posix")
