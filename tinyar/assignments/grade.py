@@ -127,11 +127,12 @@ def grade(paths: list[Path | None], tasks: list[str] | None = None, timeout: flo
     if not sandbox_works():
         print("note: grading without a sandbox (it needs Linux, root and util-linux's unshare): a submission can "
               "do what your account can; one that changes the library scores 0", file=sys.stderr)
+    todo = [ids(p) for p in paths]      # here, not in the threads: ast.parse isn't thread-safe in Python 3.11
     # a class: the reference's kernels first, generated once for every child (child.warm_kernels)
-    warm = warm_kernels(sorted({t for p in paths for t in ids(p)}), seed, 10 * timeout) if len(paths) > 1 else {}
+    warm = warm_kernels(sorted({t for ts in todo for t in ts}), seed, 10 * timeout) if len(paths) > 1 else {}
     pool = ThreadPoolExecutor(max(1, jobs))
     try:
-        per_sub = list(pool.map(lambda p: grade_submission(p, ids(p), timeout, seed, on_result, warm), paths))
+        per_sub = list(pool.map(lambda p, ts: grade_submission(p, ts, timeout, seed, on_result, warm), paths, todo))
     except BaseException:               # Ctrl-C: stop every grading process, then give up
         pool.shutdown(wait=False, cancel_futures=True)
         with RUNNING_LOCK:
