@@ -458,7 +458,7 @@ def grade(path, reference, tasks, timeout, jobs, seed, as_json, device):
     """Grade a student's tasks.py (default: ./tasks.py), a workspace folder, or a folder of
     submissions (one .py file or one folder with tasks.py each). Exit 0 only if all pass."""
     import os
-    from tinyar.assignments.tasks import BY_ID
+    from tinyar.assignments.tasks import ASSIGNMENTS, BY_ID, assignment_of
     from tinyar.assignments.grade import find_submissions, grade as run_grade
     if unknown := [t for t in tasks if t not in BY_ID]:
         fail(f"no task {unknown[0]!r}; the tasks are {', '.join(BY_ID)}")
@@ -482,7 +482,8 @@ def grade(path, reference, tasks, timeout, jobs, seed, as_json, device):
     progress = Progress(TextColumn("[bold]grading"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[now]}"),
                         console=Console(stderr=True), transient=True, disable=as_json or not console.is_terminal)
     with progress:
-        bar = progress.add_task("grade", total=len(subs) * (len(tasks) or len(BY_ID)), now="")
+        per_sub = lambda s: len(tasks) or (len(BY_ID) if s is None else len(ASSIGNMENTS[assignment_of(s)]))
+        bar = progress.add_task("grade", total=sum(per_sub(s) for s in subs), now="")
         done = lambda sub, r: progress.update(bar, advance=1, now=f"{sub.name if sub else 'reference'}: {r['task']}")
         results = run_grade(subs, list(tasks) or None, timeout, jobs, seed, on_result=done)
     if as_json:
