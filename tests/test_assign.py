@@ -53,6 +53,7 @@ BUG_TASK = {
     # assignment 2, the decoder
     "attention_scale_1_over_d.py": ("attention", "scaled by 1/Dh"),
     "attention_lse_before_mask.py": ("attention", "before the causal mask"),
+    "attention_lse_detached.py": ("attention", "no gradient flows through lse"),
     "block_post_norm.py": ("block", "post-norm"),
     "kv_slot_not_written.py": ("kv_cache", "not written"),
     "kv_attends_stale_slots.py": ("kv_cache", "stale slots after pos were attended"),

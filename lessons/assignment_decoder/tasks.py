@@ -26,7 +26,8 @@ def causal_attention(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
     s[i,j] = q_i . k_j / sqrt(Dh); query i sees the keys j <= i only.
     lse[i] = log sum_{j<=i} exp(s[i,j])      (over the visible keys only: the z-loss squares it)
     out[i] = sum_{j<=i} exp(s[i,j] - lse[i]) v_j
-    Stable for any scores (q and k 100x larger still give finite values). No randomness."""
+    Stable for any scores (q and k 100x larger still give finite values). Gradients must flow
+    through lse to q and k (the z-loss trains through it): tinygrad ops only. No randomness."""
     raise NotImplementedError("attention: softmax(q k^T / sqrt(Dh)) v over the keys j <= i, and each row's log-sum-exp over those keys (lesson 4, attention)")
 
 

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from tinyar.assignments.calls import Arg
+from tinyar.assignments.calls import Arg, SumGrad
 from tinyar.assignments.checking import Failed, arr, kind, parts
 
 RTOL, ATOL = 1e-4, 1e-5
@@ -129,7 +129,11 @@ def check_attention(fns, rng: np.random.Generator) -> None:
         q, k, v = (rng.standard_normal((B, H, T, Dh)).astype(np.float32) * 2 for _ in range(3))
         for scale in ((1, 100) if trial == 0 else (1,)):   # 100x: exp overflows unless the row max is subtracted
             qs = q * np.float32(scale)
-            out, lse = parts(attention(Arg(qs), Arg(k), Arg(v)), 2, "causal_attention")
+            with_grad = trial == 0 and scale == 1         # d sum(lse) / d q, k: the z-loss trains through lse
+            result = attention(Arg(qs, grad=with_grad), Arg(k, grad=with_grad), Arg(v),
+                               *([SumGrad(1)] if with_grad else []))
+            out, lse = parts(result, 2, "causal_attention")
+            lse_out = lse
             what = f"causal_attention for q, k, v of shape {(B, H, T, Dh)}" + (f" with q {scale}x larger" if scale > 1 else "")
             out = floats(out, (B, H, T, Dh), f"{what}: out")
             lse = floats(lse, (B, H, T), f"{what}: lse")
@@ -139,6 +143,31 @@ def check_attention(fns, rng: np.random.Generator) -> None:
             mistakes = attention_mistakes(qs, k, v)
             same(lse, want_lse, f"{what}: lse", {m: l for m, (_, l) in mistakes.items()})
             same(out, want_out, f"{what}: out", {m: o for m, (o, _) in mistakes.items()})
+            if with_grad:
+                lse_grad_check(lse_out, qs, k, what)
+
+
+def lse_grad_check(lse, q, k, what: str) -> None:
+    """The gradient of sum(lse) w.r.t. q and k: the softmax weights times the other side, scaled."""
+    gq_want, gk_want = lse_grad_oracle(q, k)
+    if lse.grads is None or len(lse.grads) != 2 or not (np.abs(lse.grads[0]).any() or np.abs(lse.grads[1]).any()):
+        raise Failed(f"{what}: no gradient flows through lse ({lse.grad_error or 'it is constant'}): compute it "
+                     f"with tinygrad ops and don't detach it, the z-loss trains through it")
+    for name, got, want in (("q", lse.grads[0], gq_want), ("k", lse.grads[1], gk_want)):
+        if got.shape != want.shape or not np.allclose(got, want, rtol=1e-3, atol=1e-5):
+            raise Failed(f"{what}: the gradient of sum(lse) w.r.t. {name} is wrong (it is the softmax weights "
+                         f"times {'k' if name == 'q' else 'q'} / sqrt(Dh))")
+
+
+def lse_grad_oracle(q, k):
+    """d sum_i lse_i / d q and / d k, in float64: dq_i = sum_j p_ij k_j / sqrt(Dh), dk_j = sum_i p_ij q_i / sqrt(Dh)."""
+    q, k = q.astype(np.float64), k.astype(np.float64)
+    T, Dh = q.shape[2], q.shape[3]
+    s = np.einsum("bhid,bhjd->bhij", q, k) / math.sqrt(Dh)
+    s = np.where(np.tril(np.ones((T, T), bool)), s, -np.inf)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    return np.einsum("bhij,bhjd->bhid", p, k) / math.sqrt(Dh), np.einsum("bhij,bhid->bhjd", p, q) / math.sqrt(Dh)
 
 
 def block_weights(rng: np.random.Generator, D: int, H: int, Dh: int, F: int) -> dict:
