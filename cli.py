@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import signal
 import sys
 import time
@@ -505,12 +506,13 @@ def grade_summary(sub: dict) -> str:
 @click.option("--seed", type=int, default=0, show_default=True,
               help="other random shapes and values for the checks (catches answers fitted to the default ones)")
 @click.option("--json", "as_json", is_flag=True, help="print the results as JSON (for a course's grading system)")
-@click.option("--device", default=None, help="tinygrad device the checks run on [default: DEV or tinygrad's pick]")
+@click.option("--device", default=None, help="tinygrad device the checks run on [default: DEV, else CPU where "
+              "clang is installed (the checks' tensors are tiny), else tinygrad's pick]")
 def grade(path, reference, tasks, timeout, jobs, seed, as_json, device):
     """Grade a student's tasks.py (default: ./tasks.py), a workspace folder, or a folder of
     submissions (one .py file or one folder with tasks.py each). Exit 0 only if all pass."""
     import os
-    from tinyar.assignments.tasks import BY_ID
+    from tinyar.assignments.tasks import ASSIGNMENTS, BY_ID, assignment_of
     from tinyar.assignments.grade import find_submissions, grade as run_grade
     if unknown := [t for t in tasks if t not in BY_ID]:
         fail(f"no task {unknown[0]!r}; the tasks are {', '.join(BY_ID)}")
@@ -527,12 +529,15 @@ def grade(path, reference, tasks, timeout, jobs, seed, as_json, device):
         subs, single = find_submissions(path), path.is_file() or (path / "tasks.py").is_file()
         if not subs:
             fail(f"{path} holds no submissions (.py files, or folders with a tasks.py)")
+    if not device and not os.environ.get("DEV") and shutil.which("clang"):
+        device = "CPU"               # tiny tensors: a GPU or OpenCL (PoCL) device only adds start-up and compile time
     if device:
         os.environ["DEV"] = device   # the graders' processes inherit it
     progress = Progress(TextColumn("[bold]grading"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[now]}"),
                         console=Console(stderr=True), transient=True, disable=as_json or not console.is_terminal)
     with progress:
-        bar = progress.add_task("grade", total=len(subs) * (len(tasks) or len(BY_ID)), now="")
+        per_sub = lambda s: len(tasks) or (len(BY_ID) if s is None else len(ASSIGNMENTS[assignment_of(s)]))
+        bar = progress.add_task("grade", total=sum(per_sub(s) for s in subs), now="")
         done = lambda sub, r: progress.update(bar, advance=1, now=f"{sub.name if sub else 'reference'}: {r['task']}")
         results = run_grade(subs, list(tasks) or None, timeout, jobs, seed, on_result=done)
     if as_json:

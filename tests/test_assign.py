@@ -50,6 +50,13 @@ BUG_TASK = {
     "clip_per_parameter.py": ("clip", "clipped on its own norm"),
     "adamw_l2_not_decoupled.py": ("adamw", "weight decay went into the gradient"),
     "adamw_no_bias_correction.py": ("adamw", "no bias correction"),
+    # assignment 2, the decoder
+    "attention_scale_1_over_d.py": ("attention", "scaled by 1/Dh"),
+    "attention_lse_before_mask.py": ("attention", "before the causal mask"),
+    "attention_lse_detached.py": ("attention", "no gradient flows through lse"),
+    "block_post_norm.py": ("block", "post-norm"),
+    "kv_slot_not_written.py": ("kv_cache", "not written"),
+    "kv_attends_stale_slots.py": ("kv_cache", "stale slots after pos were attended"),
 }
 RIGHT = Path(__file__).resolve().parent / "assign_right"   # right answers written unlike the reference
 
@@ -77,9 +84,10 @@ def name(submission: str) -> str:
 def test_committed_stubs_are_up_to_date():
     assert COMMITTED.read_text() == make_tasks_file(), \
         "lessons/assignment/tasks.py is out of date: run python cli.py assign --out lessons/assignment --force"
-    assert FILES["training"].read_text() == make_tasks_file(assignment="training"), \
-        "lessons/assignment_training/tasks.py is out of date: run python -c \"from tinyar.assignments.tasks import " \
-        "write; write('training')\""
+    for which in ("decoder", "training"):
+        assert FILES[which].read_text() == make_tasks_file(assignment=which), \
+            f"lessons/assignment_{which}/tasks.py is out of date: run python -c \"from tinyar.assignments.tasks " \
+            f"import write; write('{which}')\""
     assert {a: assignment_of(f) for a, f in FILES.items()} == {a: a for a in FILES}
 
 
@@ -124,9 +132,11 @@ def test_reference_passes_every_task_with_other_random_shapes():
 
 @pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow)])   # 1: new shapes, new kernels
 def test_right_answers_written_differently_pass_every_task(seed):
-    """Loops, rng.choice, a -1e30 fill, an all-False key mask in replace mode, '!= 0' weights."""
+    """Loops, rng.choice, a -1e30 fill, an all-False key mask in replace mode, '!= 0' weights;
+    attention per head in float64, a hand-written LayerNorm, a cache written by concatenation."""
+    assert sorted(assignment_of(p) for p in RIGHT.glob("*.py")) == ["decoder", "loss"]
     for sub in sorted(RIGHT.glob("*.py")):
-        results = {t.id: run_task(t.id, sub, seed) for t in TASKS}
+        results = {t.id: run_task(t.id, sub, seed) for t in ASSIGNMENTS[assignment_of(sub)]}
         assert all(r["status"] == "passed" for r in results.values()), (sub.name, results)
 
 
@@ -361,6 +371,54 @@ def test_adamw_answer_key_matches_the_trainers_optimizer():
             opt.step()
         p, m, v = adamw_step(p, Tensor(g), m, v, step, 0.05, 0.9, 0.95, 1e-8, 0.1)
         assert np.allclose(w.numpy(), p.numpy(), rtol=1e-5, atol=1e-6), step
+
+
+def test_a_class_gets_the_references_kernels_generated_once():
+    """warm_kernels runs the library's answers in a process of their own and hands every
+    child its kernels (read-only files); a child loads them before the submission."""
+    import pickle
+    from tinyar.assignments.child import warm_kernels
+    warm = warm_kernels(["total"], 0, 600)
+    kernels, compiled = Path(warm["TINYAR_GRADE_KERNELS"]), Path(warm["TINYAR_GRADE_CACHE"])
+    data = pickle.loads(kernels.read_bytes())
+    assert data["programs"] and data["schedules"] and compiled.stat().st_size > 0
+    assert not kernels.stat().st_mode & 0o222 and not compiled.stat().st_mode & 0o222
+
+
+def test_decoder_answer_key_matches_the_model():
+    """tinyar.assignments.decoder (the key) against the trainer's code on the same weights:
+    causal_attention = model.attend, prenorm_block = model.Block (TINY's shape), and the
+    KV-cache steps, token by token, = causal_attention over the whole text."""
+    import numpy as np
+    from tinygrad import Tensor
+    from conftest import TINY
+    from tinyar.assignments.decoder import causal_attention, kv_cache_step, prenorm_block
+    from tinyar.model import Block, attend
+    rng = np.random.default_rng(0)
+    B, H, T, Dh = 2, TINY.heads, TINY.seq_len, TINY.head_dim
+    q, k, v = (rng.standard_normal((B, H, T, Dh)).astype(np.float32) for _ in range(3))
+    out, lse = causal_attention(Tensor(q), Tensor(k), Tensor(v))
+    want_out, want_lse, _ = attend(Tensor(q), Tensor(k), Tensor(v))
+    assert np.allclose(out.numpy(), want_out.numpy(), atol=1e-5) and np.allclose(lse.numpy(), want_lse.numpy(), atol=1e-5)
+
+    block = Block(TINY, rng)
+    for w in (block.attn_norm.weight, block.ff_norm.weight, block.ff.fc1.bias, block.ff.fc2.bias):
+        w.assign(Tensor(rng.standard_normal(w.shape).astype(np.float32))).realize()   # not the 1s and 0s
+    x = Tensor(rng.standard_normal((B, T, TINY.dim)).astype(np.float32))
+    y, block_lse = prenorm_block(x, H, block.attn_norm.weight, block.attn.to_q.weight, block.attn.to_k.weight,
+                           block.attn.to_v.weight, block.attn.to_out.weight, block.ff_norm.weight,
+                           block.ff.fc1.weight, block.ff.fc1.bias, block.ff.fc2.weight, block.ff.fc2.bias)
+    want_y, want_block_lse = block(x)
+    assert np.allclose(y.numpy(), want_y.numpy(), atol=1e-5)
+    assert np.allclose(block_lse.numpy(), want_block_lse.numpy(), atol=1e-5)
+
+    ck, cv = (Tensor(rng.standard_normal((B, H, T, Dh)).astype(np.float32) + 3) for _ in range(2))   # stale
+    for pos in range(T):
+        at = lambda a: Tensor(np.ascontiguousarray(a[:, :, pos:pos + 1]))
+        o, l, ck, cv = kv_cache_step(at(q), at(k), at(v), ck, cv, pos)
+        assert np.allclose(o.numpy()[:, :, 0], want_out.numpy()[:, :, pos], atol=1e-5), pos
+        assert np.allclose(l.numpy()[:, :, 0], want_lse.numpy()[:, :, pos], atol=1e-5), pos
+    assert np.allclose(ck.numpy(), k) and np.allclose(cv.numpy(), v)
 
 
 @pytest.mark.slow

@@ -30,6 +30,6 @@ def functions() -> dict:
 
 @pytest.mark.parametrize("task", [pytest.param(t.id, marks=getattr(pytest.mark, t.id)) for t in TASKS])
 def test_task(task, functions):
-    missing = [n for n in BY_ID[task].functions if n not in functions]
+    missing = [n for n in BY_ID[task].functions + BY_ID[task].uses if n not in functions]
     assert not missing, f"the submission defines no function {missing[0]}"
     run_check(task, local(functions), SEED)   # raises Failed with one line saying what is wrong

@@ -52,9 +52,10 @@ def _read(p: Path) -> dict:
         return {}
 
 
-def load() -> int:
-    """Add the file's kernels to tinygrad's in-memory caches. -> number of entries loaded."""
-    p = path()
+def load(p: Path | None = None) -> int:
+    """Add the file's kernels (default: path()) to tinygrad's in-memory caches. -> number of
+    entries loaded."""
+    p = p or path()
     if p is None:
         return 0
     data = _read(p)

@@ -226,6 +226,7 @@ CHECKS = {"shift": check_shift, "mask_positions": check_mask_positions, "replace
 
 def run_check(task_id: str, fns: dict, seed: int = 0) -> None:
     """Run one task's check; `seed` picks the random shapes and values (0: the default set)."""
-    from tinyar.assignments.checks_training import CHECKS as TRAINING   # (it imports the helpers above)
-    checks = {**CHECKS, **TRAINING}
+    from tinyar.assignments.checks_decoder import CHECKS as DECODER     # (they import the helpers above)
+    from tinyar.assignments.checks_training import CHECKS as TRAINING
+    checks = {**CHECKS, **TRAINING, **DECODER}   # (in this order: the seeds of the older tasks stay)
     checks[task_id](fns, np.random.default_rng([seed, list(checks).index(task_id)]))

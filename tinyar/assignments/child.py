@@ -55,20 +55,45 @@ def sandbox_works() -> bool:
 def cache_snapshot() -> str | None:
     """A consistent copy of tinygrad's compile cache for the children to start from (each
     child works on its own copy, so no submission can plant a kernel for the next one)."""
+    from tinygrad.helpers import CACHEDB
+    return sqlite_snapshot(CACHEDB)
+
+
+def sqlite_snapshot(db: str) -> str | None:
+    """A consistent read-only copy of a sqlite file (its WAL included) in a fresh folder."""
     try:
-        from tinygrad.helpers import CACHEDB
         import sqlite3
-        if not os.path.exists(CACHEDB) or os.path.getsize(CACHEDB) > 256 << 20:
+        if not os.path.exists(db) or os.path.getsize(db) > 256 << 20:
             return None
         folder = tempfile.mkdtemp(prefix="tinyar-grade-cache-")
         atexit.register(shutil.rmtree, folder, True)
         dst = Path(folder) / "cache.db"
-        with sqlite3.connect(CACHEDB, timeout=10) as src, sqlite3.connect(dst) as out:
+        with sqlite3.connect(db, timeout=10) as src, sqlite3.connect(dst) as out:
             src.backup(out)
         dst.chmod(0o444)
         return str(dst)
     except Exception:  # noqa: BLE001 — no cache only makes the first compiles slower
         return None
+
+
+def warm_kernels(ids: list[str], seed: int, timeout: float) -> dict[str, str]:
+    """Generate the kernels of the library's answers to these tasks once, in a process that
+    loads no submission (warm.py). -> the environment that hands them, read-only, to every
+    child ({} if that failed: the children then generate everything themselves)."""
+    folder = Path(tempfile.mkdtemp(prefix="tinyar-grade-warm-"))
+    atexit.register(shutil.rmtree, folder, True)
+    env = {**os.environ, "CACHEDB": str(folder / "compiled.db"), "TINYAR_KERNEL_CACHE": "0",
+           "PYTHONPATH": os.pathsep.join([str(LIBRARY_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    try:
+        subprocess.run([sys.executable, "-m", "tinyar.assignments.warm", str(folder), str(seed), *ids], env=env,
+                       cwd=folder, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    kernels, compiled = folder / "kernels.pkl", sqlite_snapshot(str(folder / "compiled.db"))
+    if not kernels.exists() or compiled is None:
+        return {}
+    kernels.chmod(0o444)
+    return {"TINYAR_GRADE_KERNELS": str(kernels), "TINYAR_GRADE_CACHE": compiled}
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -94,7 +119,7 @@ def exit_reason(code: int, err: str) -> str:
 class Child:
     """One submission's child process, answering calls until it is closed or killed."""
 
-    def __init__(self, path: Path | None, sandboxed: bool = True):
+    def __init__(self, path: Path | None, sandboxed: bool = True, warm: dict[str, str] | None = None):
         self.path, self.buf, self.tmp = path, b"", tempfile.TemporaryDirectory(prefix="tinyar-grade-")
         work, err = Path(self.tmp.name) / "work", Path(self.tmp.name) / "stderr.txt"
         work.mkdir()
@@ -102,12 +127,15 @@ class Child:
         if sandboxed:
             cmd = ["unshare", "--pid", "--fork", "--kill-child", "--mount", "--mount-proc", "--net", "--",
                    "/bin/sh", "-c", SETUP, "sh", str(work), *cmd]
+        warm = warm or {}    # warm_kernels(): the reference's kernels and compiled programs, read-only
         env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "TINYAR_GRADE_MEMORY": str(MEMORY_LIMIT),
-               "CACHEDB": str(work / "tinygrad-cache.db"), "TINYAR_GRADE_CACHE": cache_snapshot() or "",
+               "CACHEDB": str(work / "tinygrad-cache.db"),
+               "TINYAR_GRADE_CACHE": warm.get("TINYAR_GRADE_CACHE") or cache_snapshot() or "",
                "TMPDIR": str(work), "HOME": str(work), "XDG_CACHE_HOME": str(work / ".cache"),
                "POCL_CACHE_DIR": str(work / "pocl"),     # everything else is read-only in the sandbox
                "PYTHONPATH": os.pathsep.join([str(LIBRARY_ROOT),
-                                                                   *filter(None, [os.environ.get("PYTHONPATH")])])}
+                                                                   *filter(None, [os.environ.get("PYTHONPATH")])]),
+               "TINYAR_GRADE_KERNELS": warm.get("TINYAR_GRADE_KERNELS", "")}
         self.err = open(err, "w")
         self.proc = subprocess.Popen(cmd, cwd=work, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self.err, start_new_session=os.name == "posix")

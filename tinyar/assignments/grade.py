@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Callable
 
 from tinyar.assignments.calls import StudentError, local
-from tinyar.assignments.child import LIBRARY_ROOT, RUNNING, RUNNING_LOCK, Child, ChildGone, sandbox_works, stop
+from tinyar.assignments.child import (LIBRARY_ROOT, RUNNING, RUNNING_LOCK, Child, ChildGone, sandbox_works, stop,
+                                     warm_kernels)
 from tinyar.assignments.sandbox import describe, load_functions
 from tinyar.assignments.tasks import ASSIGNMENTS, BY_ID, assignment_of
 
@@ -37,7 +38,7 @@ def run_task(task_id: str, path: Path | None, seed: int = 0) -> dict:
         fns = load_functions(path)
     except BaseException as e:  # noqa: BLE001 — anything a student file does on import
         return {"status": FAILED, "reason": f"the file does not load: {describe(e, path)}"}
-    if missing := [n for n in BY_ID[task_id].functions if n not in fns]:
+    if missing := [n for n in BY_ID[task_id].functions + BY_ID[task_id].uses if n not in fns]:
         return {"status": TODO, "reason": f"no function {missing[0]} in {path.name}"}
     try:
         run_check(task_id, local(fns), seed)
@@ -52,29 +53,32 @@ def run_task(task_id: str, path: Path | None, seed: int = 0) -> dict:
 
 # ── one submission: every task, the checks here, the functions there ───────────────────
 
-def library_files() -> dict[Path, bytes]:
-    return {p: p.read_bytes() for p in sorted((LIBRARY_ROOT / "tinyar").rglob("*.py"))}
+def library_files(warm: dict[str, str] | None = None) -> dict[Path, bytes]:
+    """The library's files and the shared kernel files (what an unsandboxed submission could change)."""
+    shared = [Path(f) for f in (warm or {}).values() if f and Path(f).is_file()]
+    return {p: p.read_bytes() for p in sorted((LIBRARY_ROOT / "tinyar").rglob("*.py")) + shared}
 
 
 def grade_submission(path: Path | None, ids: list[str], timeout: float, seed: int,
-                     on_result: Callable[[Path | None, dict], None] | None = None) -> list[dict]:
+                     on_result: Callable[[Path | None, dict], None] | None = None,
+                     warm: dict[str, str] | None = None) -> list[dict]:
     from tinyar.assignments.checks import Failed, run_check
     sandboxed = sandbox_works()
-    before, child, results = None if sandboxed else library_files(), None, []
+    before, child, results = None if sandboxed else library_files(warm), None, []
     for task_id in ids:
         task, t0 = BY_ID[task_id], time.perf_counter()
         deadline = time.monotonic() + timeout
         try:
             if child is None:
-                child = Child(path, sandboxed)
+                child = Child(path, sandboxed, warm)
                 child.hello = child.receive(deadline)   # {"ready": [names]} or {"load_error": why}
             if "load_error" in child.hello:
                 out = {"status": FAILED, "reason": f"the file does not load: {str(child.hello['load_error'])[:300]}"}
-            elif missing := [n for n in task.functions if n not in child.hello.get("ready", [])]:
+            elif missing := [n for n in task.functions + task.uses if n not in child.hello.get("ready", [])]:
                 out = {"status": TODO, "reason": f"no function {missing[0]} in {path.name if path else 'the library'}"}
             else:
-                run_check(task_id, {n: (lambda n: lambda *a: child.call(n, a, deadline))(n) for n in task.functions},
-                          seed)
+                run_check(task_id, {n: (lambda n: lambda *a: child.call(n, a, deadline))(n)
+                                    for n in task.functions + task.uses}, seed)
                 out = {"status": PASSED, "reason": ""}
         except StudentError as e:
             where = f" ({path.name} line {e.line})" if e.line and path else ""
@@ -91,8 +95,9 @@ def grade_submission(path: Path | None, ids: list[str], timeout: float, seed: in
             on_result(path, r)
     if child is not None:
         child.close()
-    if before is not None and (after := library_files()) != before:   # possible only without the sandbox
-        changed = sorted(str(p.relative_to(LIBRARY_ROOT)) for p in before.keys() ^ after.keys() |
+    if before is not None and (after := library_files(warm)) != before:   # possible only without the sandbox
+        rel = lambda p: str(p.relative_to(LIBRARY_ROOT)) if p.is_relative_to(LIBRARY_ROOT) else str(p)
+        changed = sorted(rel(p) for p in before.keys() ^ after.keys() |
                          {p for p in before.keys() & after.keys() if before[p] != after[p]})
         for r in results:   # not undone: the change may be someone's edit; say where to look
             r.update(status=FAILED, points=0, reason=f"the library changed while this submission ran "
@@ -122,9 +127,12 @@ def grade(paths: list[Path | None], tasks: list[str] | None = None, timeout: flo
     if not sandbox_works():
         print("note: grading without a sandbox (it needs Linux, root and util-linux's unshare): a submission can "
               "do what your account can; one that changes the library scores 0", file=sys.stderr)
+    todo = [ids(p) for p in paths]      # here, not in the threads: ast.parse isn't thread-safe in Python 3.11
+    # a class: the reference's kernels first, generated once for every child (child.warm_kernels)
+    warm = warm_kernels(sorted({t for ts in todo for t in ts}), seed, 10 * timeout) if len(paths) > 1 else {}
     pool = ThreadPoolExecutor(max(1, jobs))
     try:
-        per_sub = list(pool.map(lambda p: grade_submission(p, ids(p), timeout, seed, on_result), paths))
+        per_sub = list(pool.map(lambda p, ts: grade_submission(p, ts, timeout, seed, on_result, warm), paths, todo))
     except BaseException:               # Ctrl-C: stop every grading process, then give up
         pool.shutdown(wait=False, cancel_futures=True)
         with RUNNING_LOCK:

@@ -67,6 +67,9 @@ def main(path_arg: str) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))   # hard too: the submission can't raise it
     if (cache := os.environ.get("TINYAR_GRADE_CACHE")) and os.path.exists(cache):   # tinygrad's compile cache:
         shutil.copyfile(cache, os.environ["CACHEDB"])  # a private copy, so nothing a submission writes is shared
+    if (kernels := os.environ.get("TINYAR_GRADE_KERNELS")) and os.path.exists(kernels):   # the reference's kernels
+        from tinyar import kernel_cache                # (warm.py), read before any student code runs
+        kernel_cache.load(Path(kernels))
     from tinyar.assignments.calls import decode_args, encode_out, invoke
 
     def send(msg: dict) -> None:

@@ -1,14 +1,16 @@
 """The assignments: students write pieces of tinyar themselves. The library is the answer key.
 
-Assignment 1 ("loss", TASKS) is the loss; assignment 3 ("training", TRAINING_TASKS) the
-optimizer step, the learning-rate schedule and gradient clipping.
+Assignment 1 ("loss", TASKS) is the loss; assignment 2 ("decoder", DECODER_TASKS) causal
+attention, the pre-norm block and a KV-cache step; assignment 3 ("training", TRAINING_TASKS)
+the optimizer step, the learning-rate schedule and gradient clipping.
 
 Each student region in tinyar/ sits between `# BEGIN TASK <id>` and `# END TASK <id>`
 inside a function. `make_tasks_file()` copies those functions (signature and docstring
 kept) into one file and turns every region into `raise NotImplementedError("<id>: ...")`.
 The committed copies live in lessons/assignment/tasks.py (regenerate: `python cli.py assign
---out lessons/assignment --force`) and lessons/assignment_training/tasks.py (regenerate:
-`python -c "from tinyar.assignments.tasks import write; write('training')"`).
+--out lessons/assignment --force`), lessons/assignment_decoder/tasks.py and
+lessons/assignment_training/tasks.py (regenerate: `python -c "from tinyar.assignments.tasks
+import write; write('decoder'); write('training')"`).
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ class Task:
     points: int
     todo: str                 # what to do and which lesson explains it (the stub's message)
     assignment: str = "loss"
+    uses: tuple[str, ...] = ()  # the student's functions of other tasks that this one calls
 
 
 TASKS = (
@@ -51,6 +54,17 @@ TASKS = (
     Task("total", "tinyar.loss", ("total_loss",), 5,
          "ce plus each other component times its own weight; a weight of exactly 0 leaves it out (lesson 9, the training loop)"),
 )
+DECODER_TASKS = (
+    Task("attention", "tinyar.assignments.decoder", ("causal_attention",), 35,
+         "softmax(q k^T / sqrt(Dh)) v over the keys j <= i, and each row's log-sum-exp over those keys (lesson 4, attention)",
+         "decoder"),
+    Task("block", "tinyar.assignments.decoder", ("prenorm_block",), 30,
+         "x + attention(norm(x)), then x + mlp(norm(x)): normalize the sublayers' inputs, never the residual (lesson 5, the decoder)",
+         "decoder", uses=("causal_attention",)),
+    Task("kv_cache", "tinyar.assignments.decoder", ("kv_cache_step",), 35,
+         "write k, v into slot pos, then attend from q to slots 0..pos only (lesson 10, sampling)",
+         "decoder"),
+)
 TRAINING_TASKS = (
     Task("schedule", "tinyar.train", ("lr_at",), 30,
          "linear warmup to cfg.lr over cfg.warmup steps, then cosine down to lr * min_lr_ratio (lesson 9, the training loop)",
@@ -62,7 +76,7 @@ TRAINING_TASKS = (
          "Adam moments with bias correction, then a decoupled weight decay step (lesson 9, the training loop)",
          "training"),
 )
-ASSIGNMENTS = {"loss": TASKS, "training": TRAINING_TASKS}
+ASSIGNMENTS = {"loss": TASKS, "decoder": DECODER_TASKS, "training": TRAINING_TASKS}
 BY_ID = {t.id: t for tasks in ASSIGNMENTS.values() for t in tasks}
 MAX_POINTS = sum(t.points for t in TASKS)
 
@@ -109,8 +123,28 @@ from tinyar.config import Config
 
 ASSIGNMENT = "training"   # tells the grader which tasks this file answers
 '''
-HEADERS = {"loss": HEADER, "training": TRAINING_HEADER}
-FILES = {"loss": COMMITTED, "training": LESSONS / "assignment_training" / "tasks.py"}
+DECODER_HEADER = '''"""tinyar assignment 2: the decoder's attention, its pre-norm block and the KV cache.
+
+Replace every `raise NotImplementedError(...)` with your code; keep the names and
+signatures. Your functions get tinygrad Tensors (and plain ints) and return Tensors. The
+docstrings are the specification, lessons/ASSIGNMENTS.md the contracts. prenorm_block calls
+your causal_attention.
+
+Grade yourself from the repository root (each task runs on its own, with a time limit):
+    python cli.py grade path/to/tasks.py                     # every task: a table of points
+    python cli.py grade path/to/tasks.py --task kv_cache     # one task
+"""
+from __future__ import annotations
+
+import math
+
+from tinygrad import Tensor, dtypes
+
+ASSIGNMENT = "decoder"   # tells the grader which tasks this file answers
+'''
+HEADERS = {"loss": HEADER, "decoder": DECODER_HEADER, "training": TRAINING_HEADER}
+FILES = {"loss": COMMITTED, "decoder": LESSONS / "assignment_decoder" / "tasks.py",
+         "training": LESSONS / "assignment_training" / "tasks.py"}
 
 
 class TaskMarkerError(ValueError):
