@@ -13,7 +13,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout
 from tinyar import compiler_log, kernel_cache  # noqa: E402
 from tinyar.config import Config  # noqa: E402
 
-kernel_cache.enable()  # generated kernels kept in ~/.cache/tinyar: a lesson's second run starts in seconds
+# generated kernels kept in ~/.cache/tinyar, so a lesson's second run starts in seconds; in a file
+# of their own (lessons-kernels-*.pkl), since every process loads the whole file at start-up and
+# the one `train` fills grows with each model shape (60 MB here: 4 s a lesson just to read it)
+if "TINYAR_KERNEL_CACHE" not in os.environ:
+    os.environ["TINYAR_KERNEL_CACHE"] = str(kernel_cache.path().with_name("lessons-" + kernel_cache.path().name))
+kernel_cache.enable()
 
 # The shape is the tests' TINY; 300 steps take seconds once compiled (steps don't change kernels).
 CFG = Config(dim=16, depth=2, heads=2, seq_len=8, batch_size=2, steps=300, warmup=20, lr=1e-2,
