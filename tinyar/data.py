@@ -144,6 +144,25 @@ def _folder_files(root: Path) -> list[Path]:
     return _regular(sorted(found), root)
 
 
+def _check_listable(pattern: str) -> None:
+    """glob passes over folders it can't list without a word; refuse them, as a folder corpus does.
+    The folders a pattern lists: those matching the part before each wildcard component (every
+    folder below, for **)."""
+    parts = Path(pattern).parts
+    for i, part in enumerate(parts):
+        if not glob.has_magic(part):
+            continue
+        upto = parts[:i + 1] if part == "**" else parts[:i]
+        listed = glob.glob(str(Path(*upto)), recursive=True) if upto else ["."]
+        for folder in listed:
+            try:
+                if os.path.isdir(folder):
+                    os.scandir(folder).close()
+            except OSError as e:
+                raise CorpusError(f"cannot read folder {folder} in corpus pattern {pattern!r}: {e.strerror}; make "
+                                  f"it readable (chmod -R u+rX) or narrow the pattern") from None
+
+
 def corpus_files(specs: list[str | os.PathLike]) -> list[Path]:
     """Files a list of corpus arguments names, in order: a file is itself; a directory is every
     file below it (hidden ones like .git skipped), sorted by path; a glob pattern ('data/*.txt',
@@ -161,6 +180,7 @@ def corpus_files(specs: list[str | os.PathLike]) -> list[Path]:
                 raise CorpusError(f"corpus {path} does not exist; check the path")
             found = _regular([path], spec)
         else:
+            _check_listable(str(spec))
             found = _regular(sorted(Path(p) for p in glob.glob(str(spec), recursive=True)), spec)
             if not found:
                 raise CorpusError(f"no files match the corpus pattern {spec!r}; check the pattern")
@@ -191,10 +211,13 @@ def copy_stream(stream, dest: Path, chunk: int = 1 << 20) -> Path:
     """Copy a byte stream (e.g. stdin) to `dest` chunk by chunk, so a piped corpus of any size
     becomes a file that can be memory-mapped (and found again when the run is resumed)."""
     tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        while block := stream.read(chunk):
-            f.write(block)
-    os.replace(tmp, dest)
+    try:
+        with open(tmp, "wb") as f:
+            while block := stream.read(chunk):
+                f.write(block)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
     return dest
 
 
