@@ -14,6 +14,7 @@ import os
 import re
 import stat
 import struct
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -138,17 +139,14 @@ COPY = re.compile(r"optim\.(?:optimizers\.\d+\.)?params\.\d+")   # an older file
 
 
 def copy_mismatch(arrays: dict[str, np.ndarray]) -> str | None:
-    """A file from before checksums stored each weight as model.*, optim.optimizers.N.params.M and
-    optim.params.M, all equal when written: the first tensor whose bytes match no other copy, or None."""
+    """A file from before checksums stored each weight three times (model.*, optim.optimizers.N.params.M
+    and optim.params.M), all equal when written. -> the copy that disagrees with the other two (its
+    bytes are the rarest), or None when every weight's bytes come in threes."""
     digest = lambda a: hashlib.sha256(a.dtype.str.encode() + str(a.shape).encode() + a.tobytes()).digest()
-    model = {digest(a) for k, a in arrays.items() if k.startswith("model.")}
-    copies = {k: digest(a) for k, a in arrays.items() if COPY.fullmatch(k)}
-    groups = [{d for k, d in copies.items() if k.startswith("optim.params.")},
-              {d for k, d in copies.items() if not k.startswith("optim.params.")}]
-    for name, a in arrays.items():
-        if name.startswith("model.") and not all(digest(a) in g for g in groups):
-            return name
-    return next((k for k, d in copies.items() if d not in model), None)
+    copies = {k: digest(a) for k, a in arrays.items() if k.startswith("model.") or COPY.fullmatch(k)}
+    count = Counter(copies.values())
+    odd = [k for k, d in copies.items() if count[d] % 3]
+    return min(odd, key=lambda k: count[copies[k]]) if odd else None
 
 
 def fallback(path: Path) -> str:

@@ -87,7 +87,8 @@ def next_token(logits: np.ndarray, rng: np.random.Generator, temperature: float 
                top_k: int | None = None, top_p: float | None = None, min_p: float | None = None) -> int:
     """Pick the next byte from the logits for one position. (V,) -> id in 0..255"""
     logits = logits[:BYTES].astype(np.float64)
-    if not np.isfinite(logits).all():   # finite weights can still overflow (a damaged or edited file)
+    if np.isnan(logits).any() or np.isposinf(logits).any() or not np.isfinite(logits).any():
+        # finite weights can still overflow (a damaged or edited file); -inf alone is a filtered logit
         raise UnusableWeights("the model's output is NaN or inf: its weights are unusable (damaged, or from a run "
                               "that diverged)")
     if temperature == 0:
