@@ -76,6 +76,17 @@ def test_an_unreadable_subfolder_is_refused_not_skipped(tmp_path, monkeypatch):
         (d / "locked").chmod(0o755)
     msg = str(e.value)
     assert f"cannot read folder {d / 'locked'} in corpus {d}: Permission denied" in msg and "chmod" in msg
+    # a glob pattern is refused the same way (glob.glob itself passes over what it can't list)
+    (d / "locked").chmod(0)
+    try:
+        for pattern in (d / "**" / "*.txt", d / "*" / "*.txt", tmp_path / "*" / "*" / "b.txt"):
+            with pytest.raises(CorpusError) as e:
+                Corpus(str(pattern), T)
+            assert str(e.value) == (f"cannot read folder {d / 'locked'} in corpus pattern {str(pattern)!r}: Permission "
+                                    f"denied; make it readable (chmod -R u+rX) or narrow the pattern")
+        assert corpus_files([str(d / "*.txt")]) == [d / "a.txt"]       # a pattern that lists no locked folder
+    finally:
+        (d / "locked").chmod(0o755)
 
 
 @pytest.fixture

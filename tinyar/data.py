@@ -145,16 +145,13 @@ def _folder_files(root: Path) -> list[Path]:
 
 
 def _check_listable(pattern: str) -> None:
-    """glob passes over folders it can't list without a word; refuse them, as a folder corpus does.
-    The folders a pattern lists: those matching the part before each wildcard component (every
-    folder below, for **)."""
+    """glob passes over folders it can't read without a word; refuse them, as a folder corpus does.
+    Checked: every folder the pattern looks into below its first wildcard (all below, for **)."""
     parts = Path(pattern).parts
-    for i, part in enumerate(parts):
-        if not glob.has_magic(part):
-            continue
-        upto = parts[:i + 1] if part == "**" else parts[:i]
-        listed = glob.glob(str(Path(*upto)), recursive=True) if upto else ["."]
-        for folder in listed:
+    start = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    for i in range(max(start, 1), len(parts)):
+        upto = parts[:i + 1] if parts[i] == "**" else parts[:i]
+        for folder in glob.glob(str(Path(*upto)), recursive=True):
             try:
                 if os.path.isdir(folder):
                     os.scandir(folder).close()
