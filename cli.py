@@ -598,7 +598,8 @@ def sample(run, prompt, prompt_file, max_new_tokens, temperature, greedy, top_k,
         for piece in sampler.stream(data, max_new_tokens, seed=seed, **settings):
             click.echo(piece, nl=False)  # echo flushes, so the text streams
         click.echo("")
-    except UnusableWeights as e:
+    except UnusableWeights as e:   # found at the first token, after the prompt was shown
+        click.echo("")
         fail(f"{path}: {e}; {fallback(path)}")
     except (SampleError, CheckpointError, DeviceError) as e:
         fail(str(e))
