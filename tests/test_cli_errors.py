@@ -143,15 +143,22 @@ def test_existing_run_is_refused_without_resume_or_force(corpus, tmp_path):
     assert ckpt.latest(run) == path                                  # nothing was touched
 
 
+def sample(*args):
+    """`python cli.py sample ARGS...` in this process, without the user's kernel cache (loading it
+    would grow this process by hundreds of MB, and test_corpus_sources measures a child's peak RSS,
+    which on Linux starts from its parent's)."""
+    return CliRunner().invoke(cli, ["sample", *map(str, args)], env={"TINYAR_KERNEL_CACHE": "0"})
+
+
 def test_a_symbolic_link_loop_or_a_file_where_a_run_folder_goes(corpus, tmp_path):
     loop = tmp_path / "loop"
     loop.symlink_to(loop)
-    for args in (["train", corpus, *TINY_FLAGS, "--out", loop], ["train", "--resume", loop], ["sample", loop]):
-        msg = error_line(invoke(*args))
+    for res in (invoke("train", corpus, *TINY_FLAGS, "--out", loop), invoke("train", "--resume", loop), sample(loop)):
+        msg = error_line(res)
         assert f"{loop} is a symbolic link loop" in msg and f"rm {loop}" in msg, msg
     path = fake_run(tmp_path / "run", corpus)
-    for args, who in ((["train", "--resume", path], f"--resume {path}"), (["sample", path], f"error: {path}")):
-        msg = error_line(invoke(*args))
+    for res, who in ((invoke("train", "--resume", path), f"--resume {path}"), (sample(path), f"error: {path}")):
+        msg = error_line(res)
         assert f"{who} is a file, not a run folder; give the folder that holds it, {path.parent}" in msg, msg
 
 
@@ -213,8 +220,8 @@ def test_a_checkpoint_with_a_wrong_config_or_step_is_refused_by_train_and_sample
     meta["config"] |= change.get("config", {})
     meta["step"] = change.get("step", meta["step"])
     ckpt.write_safetensors(path, arrays, meta)
-    for args in (["train", "--resume", run, "--steps", "50"], ["sample", run]):
-        msg = error_line(invoke(*args))
+    for res in (invoke("train", "--resume", run, "--steps", "50"), sample(run)):
+        msg = error_line(res)
         assert f"checkpoint {path} {words}" in msg and "fall back to the one before it, ckpt-00000005" in msg, msg
 
 
