@@ -79,11 +79,17 @@ def cli():
     """tinyar: train a tiny decoder and watch every loss component."""
 
 
-def divergence_message(e, cfg: Config, out: Path, corpus: tuple[str, ...], good: Path | None) -> str:
-    """Which number blew up at which step, what was kept, and what to change."""
+def divergence_message(e, cfg: Config, out: Path, corpus: tuple[str, ...], good: Path | None,
+                       suspect: Path | None = None) -> str:
+    """Which number blew up at which step, what was kept, and what to change. `suspect`: the
+    unverified checkpoint the run resumed from and diverged after, before saving one of its own."""
+    from tinyar.checkpoint import fallback
     from tinyar.train import CHECKED
     values = " (" + ", ".join(f"{k} {e.row[k]:.4g}" for k in CHECKED) \
         + ")" if e.row else ""
+    if suspect is not None and good is None:
+        return (f"{e}{values}; nothing after it was saved. The checkpoint it resumed from, {suspect}, was written "
+                f"before checksums and may be damaged: {fallback(suspect)}")
     lower = ["--lr", f"{cfg.lr / 3:.2g}"]
     advice = f"lower --lr (now {cfg.lr:g}, e.g. {' '.join(lower)})" + (
         f" or --zloss (now {cfg.zloss_weight:g})" if cfg.zloss_weight else
@@ -154,8 +160,9 @@ def train(corpus, device, out, resume, keep, force, sample_tokens, eval_sample_t
     except (RunError, ConfigError) as e:
         fail(str(e))
     run.init, run.init_from = init, init_from
-    if sample_tokens < 0:
-        fail(f"--sample-tokens must be >= 0 (got {sample_tokens}); 0 skips the sample")
+    for name, n in (("--sample-tokens", sample_tokens), ("--eval-sample-tokens", eval_sample_tokens)):
+        if n < 0:
+            fail(f"{name} must be >= 0 (got {n}); 0 skips the sample")
     out = run.folder
 
     # 2. the run folder, then the corpus (stdin is copied into the run folder so a resume finds it)
@@ -170,6 +177,9 @@ def train(corpus, device, out, resume, keep, force, sample_tokens, eval_sample_t
                        f"{command_line('train', 'CORPUS', '--resume', str(out))}" if remembered else ""))
     except OSError as e:
         fail(f"cannot copy stdin into {out}: {e.strerror}")
+    if run.leftovers:
+        console.print(f"note: removed {len(run.leftovers)} temp file(s) a crashed run left in {out}: "
+                      f"{', '.join(p.name for p in run.leftovers)}", markup=False, highlight=False)
     data, meta = run.data, run.meta
     if meta is not None and meta.get("corpus_bytes", len(data)) != len(data):
         console.print(f"[yellow]note:[/] the corpus now has {len(data):,} bytes, the run was trained on "
@@ -257,8 +267,8 @@ def train_and_show(run: Run, device, keep, force, sample_tokens, eval_sample_tok
         with stop, screen:
             run.train(on_row=show, stop=stop)   # writes metrics.jsonl and the checkpoints
     except Diverged as e:
-        fail(divergence_message(e, cfg, out, run.corpus, run.latest() if run.saved_step is not None else None), code=1)
-    except CheckpointError as e:
+        fail(divergence_message(e, cfg, out, run.corpus, run.last_good(), run.path), code=1)
+    except (CheckpointError, RunError) as e:
         fail(str(e), code=1)
     except KeyboardInterrupt:
         good = run.latest()
@@ -617,10 +627,13 @@ def sample(run, prompt, prompt_file, max_new_tokens, temperature, greedy, top_k,
     from tinyar import kernel_cache
     from tinyar.checkpoint import CheckpointError
     from tinyar.devices import DeviceError, check_dtype, use_device
-    from tinyar.sample import SampleError, Sampler, check_settings, compare_cache as compare, load_model, to_bytes
+    from tinyar.checkpoint import fallback
+    from tinyar.sample import (SampleError, Sampler, UnusableWeights, check_settings, compare_cache as compare,
+                               load_model, to_bytes)
 
     seed = secrets.randbelow(2**31) if seed is None else seed
     settings = dict(temperature=0.0 if greedy else temperature, top_k=top_k, top_p=top_p, min_p=min_p, stop=stop)
+    sampler = path = None
     try:
         check_settings(**settings)
         if max_new_tokens < 1:
@@ -644,8 +657,15 @@ def sample(run, prompt, prompt_file, max_new_tokens, temperature, greedy, top_k,
         for piece in sampler.stream(data, max_new_tokens, seed=seed, **settings):
             click.echo(piece, nl=False)  # echo flushes, so the text streams
         click.echo("")
+    except UnusableWeights as e:   # found at the first token, after the prompt was shown
+        click.echo("")
+        fail(f"{path}: {e}; {fallback(path)}")
     except (SampleError, CheckpointError, DeviceError) as e:
         fail(str(e))
+    except KeyboardInterrupt:   # Ctrl-C: exit 130, as train does (not Click's "Aborted!" and 1)
+        click.echo("")
+        fail(f"interrupted (Ctrl-C) after {len(sampler.tokens) if sampler else 0} new tokens; --seed {seed} "
+             f"repeats this text", code=130)
     n, took = len(sampler.tokens), time.perf_counter() - t0
     click.echo(f"[{n} tokens in {took:.1f} s (compiling included) · seed {seed} · "
                f"{'no cache' if no_cache else f'KV cache, slide {sampler.window.slide}'} · {path.name}]", err=True)

@@ -240,23 +240,32 @@ def legacy_file(path, arrays: dict, meta: dict):
     path.write_bytes(struct.pack("<Q", len(head)) + head + b"".join(blobs))
 
 
-def test_an_older_checkpoint_still_loads_and_its_weights_come_from_model_only(tmp_path):
-    # proves old run folders stay usable, and that train reads the same weights as sample
-    # (model.*): the optimizer's extra copies in an old file are ignored, even when they differ
+def test_an_older_checkpoint_still_loads_and_a_damaged_one_is_caught_by_its_copies(tmp_path):
+    # proves old run folders stay usable, and that an old file's damage is still found: it has no
+    # checksums, but stored each weight three times (model.*, optim.optimizers.N.params.M,
+    # optim.params.M), all equal when written, so one flipped bit leaves the copies disagreeing
     from tinygrad.nn.state import get_state_dict
     t, arrays = trainer_state()
     arrays = {k: a + 0.5 for k, a in arrays.items()}                    # not the fresh trainer's values
     model_name = {id(v): f"model.{k}" for k, v in get_state_dict(t.model).items()}
     old = dict(arrays)
-    for k, v in get_state_dict(t.opt).items():                        # the copies, filled with zeros
+    for k, v in get_state_dict(t.opt).items():                        # the copies, as old tinyar wrote them
         if id(v) in model_name:
-            old[f"optim.{k}"] = np.zeros_like(arrays[model_name[id(v)]])
+            old[f"optim.{k}"] = arrays[model_name[id(v)]].copy()
     assert len(old) == len(arrays) + 2 * len(model_name) and "optim.optimizers.1.params.0" in old
-    legacy_file(tmp_path / "ckpt-00000004.safetensors", old, meta(4))
-    got, m = ckpt.read_safetensors(tmp_path / "ckpt-00000004.safetensors")
+    path = tmp_path / "ckpt-00000004.safetensors"
+    legacy_file(path, old, meta(4))
+    got, m = ckpt.read_safetensors(path)
     t.load_state(got, m)
     assert all(np.array_equal(v.numpy(), arrays[f"model.{k}"]) for k, v in get_state_dict(t.model).items())
-    assert t.step == 4
+    assert t.step == 4 and not ckpt.has_checksums(path)
+    for name in ("model.tok_emb", "optim.params.3", "optim.optimizers.0.params.1"):
+        bad = dict(old)
+        bad[name] = bad[name].copy()
+        bad[name].view(np.uint8)[5] ^= 1                                  # one flipped bit, still finite
+        legacy_file(path, bad, meta(4))
+        with pytest.raises(CheckpointError, match=rf"{path} is damaged: {name} differs from the other copies"):
+            ckpt.read_safetensors(path)
 
 
 def test_trainer_refuses_a_tensor_of_the_wrong_dtype():

@@ -11,6 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from click.testing import CliRunner
+
+from cli import cli
 from conftest import TEXT, TINY, TINY_FLAGS, error_line, invoke
 from tinyar import checkpoint as ckpt
 from tinyar.run import StopOnSignal
@@ -47,6 +50,12 @@ def corpus(tmp_path):
     (["--heads", "3", "--dim", "16"], "--heads 3 does not divide --dim 16"),
     (["--keep", "0"], "--keep must be at least 1"),
     (["--sample-tokens", "-1"], "--sample-tokens must be >= 0"),
+    (["--eval-sample-tokens", "-1"], "--eval-sample-tokens must be >= 0"),   # was silently "off"
+    (["--steps", "-1"], "--steps must be at least 1 (got -1)"),
+    (["--save-every", "-1"], "--save-every must be at least 1"),
+    (["--eval-every", "-10"], "--eval-every must be at least 1"),
+    (["--eval-batches", "-1"], "--eval-batches must be at least 1"),
+    (["--keep", "-1"], "--keep must be at least 1"),
     (["--seq-len", "5000"], "needs at least 10004"),        # the corpus is 1800 bytes
     (["--steps", "ten"], "Invalid value for '--steps': 'ten' is not a valid integer"),
     (["--mlm-mode", "bert"], "'bert' is not one of 'replace', 'fcm'"),
@@ -54,9 +63,21 @@ def corpus(tmp_path):
     (["--stpes", "3"], "No such option '--stpes'"),
 ])
 def test_out_of_range_and_malformed_options(corpus, tmp_path, args, expect):
-    msg = error_line(invoke("train", corpus, *TINY_FLAGS, *args, "--out", tmp_path / "run"))
+    msg = error_line(invoke("train", corpus, *TINY_FLAGS, *args, "--out", tmp_path / "new" / "run"))
     assert expect in msg
-    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+    assert not (tmp_path / "new").exists()       # a refused run leaves no folder behind (nor its parent)
+
+
+def test_a_refused_corpus_leaves_no_run_folder_and_no_stdin_copy(tmp_path):
+    # the corpus is checked after the folder is made (a piped one is copied into it): both go again
+    out = tmp_path / "a" / "run"
+    res = CliRunner().invoke(cli, ["train", "-", *TINY_FLAGS, "--seq-len", "5000", "--out", str(out)], input=TEXT)
+    assert "needs at least 10004" in error_line(res)
+    assert not (tmp_path / "a").exists()
+    out.mkdir(parents=True)                                               # a folder the user made stays
+    assert "needs at least 10004" in error_line(CliRunner().invoke(
+        cli, ["train", "-", *TINY_FLAGS, "--seq-len", "5000", "--out", str(out)], input=TEXT))
+    assert out.is_dir()
 
 
 def test_seq_len_too_long_for_the_corpus_says_what_fits(tmp_path):
@@ -122,6 +143,25 @@ def test_existing_run_is_refused_without_resume_or_force(corpus, tmp_path):
     assert ckpt.latest(run) == path                                  # nothing was touched
 
 
+def sample(*args):
+    """`python cli.py sample ARGS...` in this process, without the user's kernel cache (loading it
+    would grow this process by hundreds of MB, and test_corpus_sources measures a child's peak RSS,
+    which on Linux starts from its parent's)."""
+    return CliRunner().invoke(cli, ["sample", *map(str, args)], env={"TINYAR_KERNEL_CACHE": "0"})
+
+
+def test_a_symbolic_link_loop_or_a_file_where_a_run_folder_goes(corpus, tmp_path):
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    for res in (invoke("train", corpus, *TINY_FLAGS, "--out", loop), invoke("train", "--resume", loop), sample(loop)):
+        msg = error_line(res)
+        assert f"{loop} is a symbolic link loop" in msg and f"rm {loop}" in msg, msg
+    path = fake_run(tmp_path / "run", corpus)
+    for res, who in ((invoke("train", "--resume", path), f"--resume {path}"), (sample(path), f"error: {path}")):
+        msg = error_line(res)
+        assert f"{who} is a file, not a run folder; give the folder that holds it, {path.parent}" in msg, msg
+
+
 def test_resume_errors(corpus, tmp_path):
     run = tmp_path / "run"
     assert "is not a run folder" in error_line(invoke("train", "--resume", tmp_path / "nope"))
@@ -136,6 +176,7 @@ def test_resume_errors(corpus, tmp_path):
     done = tmp_path / "done"
     fake_run(done, corpus, step=40)
     assert "already at step 40 of 40; pass --steps" in error_line(invoke("train", "--resume", done))
+    assert "--steps must be at least 1 (got -1)" in error_line(invoke("train", "--resume", done, "--steps", "-1"))
     assert "name different folders" in error_line(invoke("train", "--resume", run, "--out", tmp_path / "x"))
 
 
@@ -162,6 +203,38 @@ def test_resume_from_a_damaged_or_foreign_checkpoint_names_the_file(corpus, tmp_
     fake_run(run, corpus, step=10, vocab=512)                         # another vocabulary
     msg = error_line(invoke("train", "--resume", run))
     assert "ckpt-00000010.safetensors" in msg and "vocabulary of 512 tokens" in msg
+
+
+@pytest.mark.parametrize("change, words", [
+    (dict(config={"dim": "32"}), "holds an unusable config (config field dim is '32' (str), not int)"),
+    (dict(config={"lr": True}), "holds an unusable config (config field lr is True (bool), not float)"),
+    (dict(config={"depth": -2}), "holds an unusable config (--depth must be at least 1 (got -2))"),
+    (dict(step=-3), "holds step -3, not a count of steps"),
+    (dict(step="5"), "holds step '5', not a count of steps"),
+])
+def test_a_checkpoint_with_a_wrong_config_or_step_is_refused_by_train_and_sample(corpus, tmp_path, change, words):
+    run = tmp_path / "run"
+    fake_run(run, corpus, step=5)
+    path = fake_run(run, corpus, step=10)
+    arrays, meta = ckpt.read_safetensors(path)
+    meta["config"] |= change.get("config", {})
+    meta["step"] = change.get("step", meta["step"])
+    ckpt.write_safetensors(path, arrays, meta)
+    for res in (invoke("train", "--resume", run, "--steps", "50"), sample(run)):
+        msg = error_line(res)
+        assert f"checkpoint {path} {words}" in msg and "fall back to the one before it, ckpt-00000005" in msg, msg
+
+
+def test_a_model_too_large_for_memory_is_refused_before_it_is_built(corpus, tmp_path):
+    # --dim 65536: 206 billion parameters; numpy used to draw weights for minutes, then die
+    msg = error_line(invoke("train", corpus, "--dim", "65536", "--out", tmp_path / "big"))
+    assert "a model of 206,202,535,936 parameters (--dim 65536, --depth 4) needs at least 3,072.7 GiB" in msg
+    assert "GiB is available: pick a smaller --dim or --depth" in msg and not (tmp_path / "big").exists()
+
+
+def test_one_device_by_index_gets_the_cuda_visible_devices_hint_even_without_cuda(corpus, tmp_path):
+    msg = error_line(invoke("train", corpus, *TINY_FLAGS, "--device", "CUDA:1", "--out", tmp_path / "r"))
+    assert "CUDA_VISIBLE_DEVICES=1" in msg and "use --device CUDA " in msg and "does not work here" not in msg
 
 
 def test_resume_with_tensors_that_do_not_match_the_config(corpus, tmp_path):

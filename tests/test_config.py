@@ -82,3 +82,13 @@ def test_from_dict_round_trip_and_unknown_fields():
     assert Config.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError, match="unknown"):
         Config.from_dict({**cfg.to_dict(), "bogus": 1})
+
+
+def test_from_dict_refuses_a_value_of_the_wrong_type():
+    # proves a checkpoint's {"dim": "32"} is an error on load, not a TypeError deep in validate()
+    good = Config().to_dict()
+    for field, value, kind in (("dim", "32", "str"), ("dim", 32.0, "float"), ("steps", True, "bool"),
+                               ("lr", "3e-3", "str"), ("mask_mode", 1, "int"), ("grad_share", 0, "int")):
+        with pytest.raises(ConfigError, match=f"config field {field} is {value!r} \\({kind}\\), not "):
+            Config.from_dict({**good, field: value})
+    assert Config.from_dict({**good, "lr": 1}).lr == 1.0                  # an int where a float goes is fine

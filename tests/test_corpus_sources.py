@@ -76,6 +76,17 @@ def test_an_unreadable_subfolder_is_refused_not_skipped(tmp_path, monkeypatch):
         (d / "locked").chmod(0o755)
     msg = str(e.value)
     assert f"cannot read folder {d / 'locked'} in corpus {d}: Permission denied" in msg and "chmod" in msg
+    # a glob pattern is refused the same way (glob.glob itself passes over what it can't list)
+    (d / "locked").chmod(0)
+    try:
+        for pattern in (d / "**" / "*.txt", d / "*" / "*.txt", tmp_path / "*" / "*" / "b.txt"):
+            with pytest.raises(CorpusError) as e:
+                Corpus(str(pattern), T)
+            assert str(e.value) == (f"cannot read folder {d / 'locked'} in corpus pattern {str(pattern)!r}: Permission "
+                                    f"denied; make it readable (chmod -R u+rX) or narrow the pattern")
+        assert corpus_files([str(d / "*.txt")]) == [d / "a.txt"]       # a pattern that lists no locked folder
+    finally:
+        (d / "locked").chmod(0o755)
 
 
 @pytest.fixture
@@ -177,7 +188,7 @@ def test_a_corpus_larger_than_memory_is_never_read_whole(tmp_path):
     folder = tmp_path / "parts"
     folder.mkdir()
     script = textwrap.dedent(f"""
-        import os, resource, numpy as np
+        import os, numpy as np
         from tinyar.data import Corpus
         GiB, marker = 1 << 30, b"tinyar-marker!"
         with open({str(big)!r}, "wb") as f:      # sparse: no disk blocks, reads as zeros
@@ -196,7 +207,9 @@ def test_a_corpus_larger_than_memory_is_never_read_whole(tmp_path):
         c = Corpus({str(big)!r}, 8)
         at = np.arange(3 * GiB, 3 * GiB + len(marker))
         assert bytes(np.asarray(c.train[at], np.uint8)) == marker
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)   # KiB on Linux -> MiB
+        # VmHWM: this process's own peak (ru_maxrss would start from the parent pytest's, Linux keeps it across exec)
+        hwm = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+        print(int(hwm.split()[1]) // 1024)   # KiB -> MiB
     """)
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent.parent))
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)

@@ -14,8 +14,8 @@ from conftest import TINY
 from tinyar import checkpoint as ckpt
 from tinyar.data import Corpus
 from tinyar.kvcache import Window
-from tinyar.sample import (SampleError, Sampler, TextStream, check_settings, load_model, min_p_filter,
-                           next_token, softmax, top_k_filter, top_p_filter)
+from tinyar.sample import (SampleError, Sampler, TextStream, UnusableWeights, check_settings, load_model,
+                           min_p_filter, next_token, softmax, top_k_filter, top_p_filter)
 from tinyar.train import Trainer
 
 PHRASE = "hello world\n"  # every pair of neighbouring bytes is unique, so 2+ bytes of context fix the next
@@ -190,6 +190,59 @@ def test_filters_agree_with_x_transformers():
     assert np.allclose(softmax(np.log(PROBS)), PROBS)
 
 
+def test_nan_or_inf_logits_are_unusable_weights_not_a_numpy_error():
+    # weights that are finite but huge (a damaged or edited file) overflow to NaN/inf logits;
+    # numpy's "Probabilities contain NaN" traceback becomes one line naming the checkpoint (cli.py)
+    rng = np.random.default_rng(0)
+    for bad in (np.nan, np.inf):
+        logits = np.zeros(258)
+        logits[7] = bad
+        for temperature in (0.0, 1.0):
+            with pytest.raises(UnusableWeights, match="the model's output is NaN or inf"):
+                next_token(logits, rng, temperature=temperature)
+    with pytest.raises(UnusableWeights):
+        next_token(np.full(258, -np.inf), rng)
+
+
+def test_slide_zero_is_refused_not_read_as_the_default():
+    from tinyar.model import Decoder
+    model = Decoder(TINY)   # numpy weights only: the check comes before any buffer is made
+    for slide in (0, -1, T):
+        with pytest.raises(ValueError, match=f"--slide must be between 1 and seq_len-1 = {T - 1} \\(got {slide}\\)"):
+            Window(model, slide=slide)
+
+
+def tiny_run(folder, **config):
+    """A run folder holding an untrained TINY model's checkpoint (no step runs, nothing compiles)."""
+    t = Trainer(TINY)
+    meta = t.state_meta()
+    meta["config"] |= config
+    return ckpt.save(folder, 0, t.state_arrays(), meta)
+
+
+def test_an_absurd_seq_len_in_the_checkpoint_is_refused_before_the_model_is_built(tmp_path):
+    # seq_len 10**12 used to make numpy try to allocate 58 TiB for the position embeddings
+    path = tiny_run(tmp_path, seq_len=10**12)
+    r = sample_cmd(tmp_path)
+    assert_one_line_error(r, f"{path} does not fit its own config: 14,768 weights, the model of its config has "
+                             f"16,000,000,014,640", "no earlier checkpoint")
+
+
+def test_ctrl_c_during_sample_exits_130_like_train(tmp_path, monkeypatch):
+    import tinyar.sample
+    tiny_run(tmp_path)
+
+    def interrupted(self, *args, **kwargs):
+        self.tokens = [104, 105]
+        yield "hi"
+        raise KeyboardInterrupt
+    monkeypatch.setattr(tinyar.sample.Sampler, "stream", interrupted)
+    r = sample_cmd(tmp_path, "--seed", 3)
+    assert r.exit_code == 130 and "Aborted" not in r.output and "Traceback" not in r.output, r.output
+    assert r.stdout == "\nhi\n"
+    assert r.stderr.strip() == "error: interrupted (Ctrl-C) after 2 new tokens; --seed 3 repeats this text"
+
+
 @pytest.mark.parametrize("bad", [dict(temperature=-1), dict(temperature=float("nan")), dict(top_k=0),
                                  dict(top_p=0.0), dict(top_p=1.5), dict(min_p=-0.1), dict(min_p=2), dict(stop="")])
 def test_invalid_settings_raise(bad):
@@ -240,7 +293,7 @@ def test_prompt_file_takes_raw_bytes(run, tmp_path):
 def bad_runs(run, tmp_path) -> dict:
     """Run folders that can't be sampled, keyed by words their error must contain."""
     arrays, meta = ckpt.read_safetensors(ckpt.latest(run["dir"]))
-    folders = {name: tmp_path / name for name in ("empty", "newer", "wider", "broken", "nan", "int")}
+    folders = {name: tmp_path / name for name in ("empty", "newer", "wider", "broken", "nan", "int", "str", "huge")}
     for folder in folders.values():
         folder.mkdir()
     ckpt.save(folders["newer"], 1, arrays, meta | {"config": meta["config"] | {"rope": True}})
@@ -248,15 +301,20 @@ def bad_runs(run, tmp_path) -> dict:
     (folders["broken"] / "ckpt-00000001.safetensors").write_bytes(b"{}")
     ckpt.save(folders["nan"], 1, arrays | {"model.head.weight": arrays["model.head.weight"] * np.nan}, meta)
     ckpt.save(folders["int"], 1, arrays | {"model.tok_emb": arrays["model.tok_emb"].view(np.int32)}, meta)
+    ckpt.save(folders["str"], 1, arrays, meta | {"config": meta["config"] | {"dim": "16"}})
+    ckpt.save(folders["huge"], 1, arrays | {"model.head.weight": np.full_like(arrays["model.head.weight"], 3e38)},
+              meta)   # finite, checksummed, and the logits overflow
     return {"does not exist": tmp_path / "nowhere", "no checkpoint": folders["empty"],
-            "incompatible config": folders["newer"], "does not fit its own config": folders["wider"],
+            "unusable config (unknown config fields ['rope']": folders["newer"],
+            "does not fit its own config": folders["wider"], "config field dim is '16' (str)": folders["str"],
+            "the model's output is NaN or inf": folders["huge"],
             "truncated or corrupted": folders["broken"], "model.head.weight holds NaN": folders["nan"],
             "weight tok_emb is int32": folders["int"]}
 
 
-def assert_one_line_error(r, *words):
+def assert_one_line_error(r, *words, shown=""):
     assert r.exit_code == 2, r.output
-    assert "Traceback" not in r.output and r.stdout == ""
+    assert "Traceback" not in r.output and r.stdout == shown
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
     for w in words:
@@ -266,7 +324,8 @@ def assert_one_line_error(r, *words):
 @pytest.mark.slow
 def test_bad_run_folders_give_one_line_errors(run, tmp_path):
     for words, folder in bad_runs(run, tmp_path).items():
-        assert_one_line_error(sample_cmd(folder, "--prompt", "hi"), words, str(folder))
+        shown = "hi\n" if "output is NaN" in words else ""   # found at the first token, after the prompt
+        assert_one_line_error(sample_cmd(folder, "--prompt", "hi"), words, str(folder), shown=shown)
 
 
 @pytest.mark.parametrize("args,words", [
@@ -280,6 +339,7 @@ def test_bad_run_folders_give_one_line_errors(run, tmp_path):
     (["--max-new-tokens", "0"], ["--max-new-tokens"]),
     (["--stop", ""], ["--stop"]),
     (["--slide", str(T)], ["--slide"]),
+    (["--slide", "0"], ["--slide must be between 1 and seq_len-1", "(got 0)"]),
 ])
 @pytest.mark.slow
 def test_bad_settings_give_one_line_errors(run, args, words):

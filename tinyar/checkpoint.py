@@ -6,11 +6,15 @@ load, and NaN/inf weights are refused, so a damaged file is never trained on or 
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
 import os
+import re
+import stat
 import struct
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +135,20 @@ def parse_safetensors(raw: bytes) -> tuple[dict[str, np.ndarray], dict]:
     return arrays, tags
 
 
+COPY = re.compile(r"optim\.(?:optimizers\.\d+\.)?params\.\d+")   # an older file's copies of the weights
+
+
+def copy_mismatch(arrays: dict[str, np.ndarray]) -> str | None:
+    """A file from before checksums stored each weight three times (model.*, optim.optimizers.N.params.M
+    and optim.params.M), all equal when written. -> the copy that disagrees with the other two (its
+    bytes are the rarest), or None when every weight's bytes come in threes."""
+    digest = lambda a: hashlib.sha256(a.dtype.str.encode() + str(a.shape).encode() + a.tobytes()).digest()
+    copies = {k: digest(a) for k, a in arrays.items() if k.startswith("model.") or COPY.fullmatch(k)}
+    count = Counter(copies.values())
+    odd = [k for k, d in copies.items() if count[d] % 3]
+    return min(odd, key=lambda k: count[copies[k]]) if odd else None
+
+
 def fallback(path: Path) -> str:
     """What to do instead of using a bad checkpoint: the one saved before it, if any."""
     earlier = [p for p in checkpoints(path.parent) if p.name < path.name]
@@ -172,6 +190,9 @@ def read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], dict]:
             raise damaged(f"damaged: {e}") from None
         if sums is not None and set(sums) != set(header):
             raise damaged(f"damaged: {len(header)} tensors, {len(sums)} checksums")
+        if sums is None and (odd := copy_mismatch(arrays)):
+            raise damaged(f"damaged: {odd} differs from the other copies of the weights (it predates checksums; "
+                          f"each weight is stored three times)")
         if not (isinstance(meta, dict) and {"config", "step", "rng"} <= set(meta)):
             raise ValueError("metadata lacks config, step or rng")
     except (ValueError, KeyError, TypeError, AttributeError) as e:
@@ -184,19 +205,49 @@ def read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], dict]:
     return arrays, meta
 
 
+def has_checksums(path: Path) -> bool:
+    """Whether the file carries a checksum per tensor (files from before checksums don't)."""
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            return "sha256" in json.loads(f.read(n)).get("__metadata__", {})
+    except (OSError, ValueError, struct.error, AttributeError):
+        return False
+
+
 def load(path: Path) -> tuple["Config", dict[str, np.ndarray], dict]:
     """Read a checkpoint and its Config. -> (cfg, arrays, meta); CheckpointError names the file."""
     from tinyar.config import Config, ConfigError
     from tinyar.data import VOCAB
     arrays, meta = read_safetensors(path)
     try:
-        cfg = Config.from_dict(meta["config"])
+        cfg = Config.from_dict(meta["config"]).validate()
     except (ConfigError, TypeError, AttributeError) as e:
-        raise CheckpointError(f"checkpoint {path} holds an unusable config: {e}") from None
+        raise CheckpointError(f"checkpoint {path} holds an unusable config ({e}); {fallback(path)}") from None
+    if type(meta["step"]) is not int or meta["step"] < 0:
+        raise CheckpointError(f"checkpoint {path} holds step {meta['step']!r}, not a count of steps; "
+                              f"{fallback(path)}")
     if cfg.vocab != VOCAB:
         raise CheckpointError(f"checkpoint {path} was written for a vocabulary of {cfg.vocab} tokens; tinyar's "
                               f"byte vocabulary has {VOCAB}, so it can't be resumed or sampled")
     return cfg, arrays, meta
+
+
+def folder_problem(path: Path, option: str) -> str | None:
+    """Why `path`, given as a run folder (`option`: how the user gave it), can't be one: a symbolic
+    link loop, or a file (a checkpoint: name its folder). None if it is a folder or does not exist."""
+    who = f"{option} {path}".strip()
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            return None
+        return f"{who} is a symbolic link loop (it leads back to itself); remove it (rm {path}) or give the real folder"
+    if stat.S_ISDIR(mode):
+        return None
+    fix = (f"give the folder that holds it, {Path(path).parent}" if Path(path).name.startswith(PREFIX) else
+           "give a run folder (the --out of an earlier train)")
+    return f"{who} is a file, not a run folder; {fix}"
 
 
 def checkpoints(run_dir: Path) -> list[Path]:

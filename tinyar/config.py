@@ -118,7 +118,18 @@ class Config:
         unknown = set(d) - known
         if unknown:
             raise ConfigError(f"unknown config fields {sorted(unknown)}: was this written by a newer tinyar?")
+        for f in dataclasses.fields(cls):
+            if f.name in d and not _fits(d[f.name], type(f.default)):
+                raise ConfigError(f"config field {f.name} is {d[f.name]!r} ({type(d[f.name]).__name__}), "
+                                  f"not {type(f.default).__name__}")
         return cls(**d)
+
+
+def _fits(value, kind: type) -> bool:
+    """A saved value of the field's type (an int where a float goes; a bool is not an int)."""
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return type(value) is kind
 
 
 # Config field -> (command-line option, help); the options of `train` and `bench`, in --help's order

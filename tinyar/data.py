@@ -144,6 +144,22 @@ def _folder_files(root: Path) -> list[Path]:
     return _regular(sorted(found), root)
 
 
+def _check_listable(pattern: str) -> None:
+    """glob passes over folders it can't read without a word; refuse them, as a folder corpus does.
+    Checked: every folder the pattern looks into below its first wildcard (all below, for **)."""
+    parts = Path(pattern).parts
+    start = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    for i in range(max(start, 1), len(parts)):
+        upto = parts[:i + 1] if parts[i] == "**" else parts[:i]
+        for folder in glob.glob(str(Path(*upto)), recursive=True):
+            try:
+                if os.path.isdir(folder):
+                    os.scandir(folder).close()
+            except OSError as e:
+                raise CorpusError(f"cannot read folder {folder} in corpus pattern {pattern!r}: {e.strerror}; make "
+                                  f"it readable (chmod -R u+rX) or narrow the pattern") from None
+
+
 def corpus_files(specs: list[str | os.PathLike]) -> list[Path]:
     """Files a list of corpus arguments names, in order: a file is itself; a directory is every
     file below it (hidden ones like .git skipped), sorted by path; a glob pattern ('data/*.txt',
@@ -161,6 +177,7 @@ def corpus_files(specs: list[str | os.PathLike]) -> list[Path]:
                 raise CorpusError(f"corpus {path} does not exist; check the path")
             found = _regular([path], spec)
         else:
+            _check_listable(str(spec))
             found = _regular(sorted(Path(p) for p in glob.glob(str(spec), recursive=True)), spec)
             if not found:
                 raise CorpusError(f"no files match the corpus pattern {spec!r}; check the pattern")
@@ -191,10 +208,13 @@ def copy_stream(stream, dest: Path, chunk: int = 1 << 20) -> Path:
     """Copy a byte stream (e.g. stdin) to `dest` chunk by chunk, so a piped corpus of any size
     becomes a file that can be memory-mapped (and found again when the run is resumed)."""
     tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        while block := stream.read(chunk):
-            f.write(block)
-    os.replace(tmp, dest)
+    try:
+        with open(tmp, "wb") as f:
+            while block := stream.read(chunk):
+                f.write(block)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
     return dest
 
 

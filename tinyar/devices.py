@@ -180,6 +180,13 @@ def use_device(spec: str | None) -> str | tuple[str, ...]:
     from tinygrad.helpers import DEV
     if spec:
         devs = parse(spec)
+        # tinygrad reads DEV=KIND:X as a renderer (CPU:LLVM), not a device index: CPU:1 goes in
+        # the tensors' device, DEV gets the kind. One device by index: refused before any probe, so
+        # the hint shows even where that kind of device is absent
+        kind, _, rest = devs[0].partition(":")
+        if rest.isdigit() and len(devs) == 1 and rest != "0":
+            raise DeviceError(f"--device {devs[0]}: one device by index is not supported; use --device {kind} "
+                              f"(and e.g. CUDA_VISIBLE_DEVICES={rest} on CUDA), or several: --device {kind}:0,{kind}:1")
         for d in devs:
             reason = probe(d)
             if reason:
@@ -187,12 +194,6 @@ def use_device(spec: str | None) -> str | tuple[str, ...]:
                 raise DeviceError(f"device {d} does not work here ({reason}); working devices: "
                                   + (", ".join(ok) if ok else "none (for the CPU backend install a C compiler: "
                                                               "apt-get install -y clang)") + " (see: python cli.py devices)")
-        # tinygrad reads DEV=KIND:X as a renderer (CPU:LLVM), not a device index: CPU:1 goes in
-        # the tensors' device, DEV gets the kind
-        kind, _, rest = devs[0].partition(":")
-        if rest.isdigit() and len(devs) == 1 and rest != "0":
-            raise DeviceError(f"--device {devs[0]}: one device by index is not supported; use --device {kind} "
-                              f"(and e.g. CUDA_VISIBLE_DEVICES={rest} on CUDA), or several: --device {kind}:0,{kind}:1")
         default = kind if rest.isdigit() else devs[0]
         DEV.value = default
         os.environ["DEV"] = default

@@ -47,7 +47,7 @@ class Window:
     def __init__(self, model: Decoder, cache: bool = True, slide: int | None = None):
         cfg = model.cfg
         self.model, self.cache, self.T = model, cache, cfg.seq_len
-        self.slide = slide or max(1, self.T // 2)
+        self.slide = max(1, self.T // 2) if slide is None else slide   # 0 is refused, not the default
         if not 1 <= self.slide < self.T:
             raise ValueError(f"--slide must be between 1 and seq_len-1 = {self.T - 1} (got {slide})")
         dev = model.tok_emb.device

@@ -210,3 +210,10 @@ class Decoder:
     def num_params(self) -> int:
         from tinygrad.nn.state import get_parameters
         return sum(p.numel() for p in get_parameters(self))
+
+
+def param_count(cfg: Config) -> int:
+    """Decoder(cfg).num_params() without building it (a model too large to build can be refused)."""
+    d, inner = cfg.dim, cfg.heads * cfg.head_dim
+    block = 2 * d + 4 * d * inner + 8 * d * d + 5 * d   # two norms, q k v out, the feed-forward's 4d
+    return (2 * cfg.vocab + cfg.seq_len) * d + cfg.depth * block + d + (2 * d * d if cfg.use_next_embed else 0)

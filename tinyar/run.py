@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -82,6 +83,39 @@ def resume_config(saved: Config, given: dict) -> tuple[Config, list[str]]:
     return cfg, changed
 
 
+HOST_DEVICES = ("CPU", "CL")   # memory is the machine's own (PoCL's CL runs on the CPU)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the machine can still give (Linux: MemAvailable), or None if unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(cfg: Config, device, available: int | None = None) -> None:
+    """Refuse a model that can't fit before building it (numpy would try for minutes, then fail or
+    be killed): on the machine's memory, training needs 16 bytes per parameter (float32 weights,
+    gradients and AdamW's two moments) on each device; on a GPU the host still draws the weights."""
+    from tinyar.model import param_count
+    devices = device if isinstance(device, tuple) else (device or "CPU",)
+    host = devices[0].split(":")[0] in HOST_DEVICES
+    params, available = param_count(cfg), available_memory() if available is None else available
+    need = params * (16 * len(devices) if host else 4)
+    why = "16 bytes a parameter: weights, gradients, two AdamW moments" if host else "the weights, drawn on the host"
+    if available is not None and need > available:
+        raise RunError(f"a model of {params:,} parameters (--dim {cfg.dim}, --depth {cfg.depth}) needs at least "
+                       f"{need / 2**30:,.1f} GiB of memory to train here ({why}), and {available / 2**30:,.1f} GiB "
+                       f"is available: pick a smaller --dim or --depth")
+
+
 def run_name(args: tuple[str, ...]) -> str:
     """The default run folder's name: the corpus file's stem, 'stdin' or 'default'."""
     if not args:
@@ -131,9 +165,42 @@ def lock_holder(path: Path) -> str:
 
 def unlock_folder(folder: Path) -> None:
     """Let the folder go (the lock also ends with the process): Run.close()."""
-    fd = _held.pop(Path(folder).resolve(), None)
+    try:
+        key = Path(folder).resolve()
+    except (OSError, RuntimeError):   # a symbolic link loop: never locked
+        return
+    fd = _held.pop(key, None)
     if fd is not None:
         os.close(fd)
+
+
+# temp files a writer leaves when it dies mid-write: checkpoint.write_atomic, copy_stream, trim_metrics,
+# prepare_folder's probe; the number is the writer's pid
+LEFTOVER = re.compile(rf"\.(?:{ckpt.PREFIX}\d+\.safetensors|{STDIN_COPY}|{METRICS})\.tmp(\d+)|\.write-test-(\d+)")
+
+
+def remove_leftovers(folder: Path) -> list[Path]:
+    """Delete the temp files in `folder` whose writer is no longer running. -> the files deleted"""
+    gone = []
+    for path in sorted(Path(folder).iterdir()):
+        m = LEFTOVER.fullmatch(path.name)
+        if m and not alive(int(m.group(1) or m.group(2))):
+            path.unlink(missing_ok=True)
+            gone.append(path)
+    return gone
+
+
+def alive(pid: int) -> bool:
+    """Whether a process with this pid exists (it may belong to another user)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except (OverflowError, ValueError):
+        return False
+    return True
 
 
 def holds_run(folder: Path) -> bool:
@@ -162,8 +229,14 @@ def trim_metrics(folder: Path, step: int) -> None:
         except (ValueError, KeyError, TypeError):
             pass
     tmp = path.with_name(f".{METRICS}.tmp{os.getpid()}")
-    tmp.write_text("".join(kept))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text("".join(kept))
+        os.replace(tmp, path)
+    except OSError as e:
+        raise RunError(f"cannot trim {path} to step {step} before resuming: {e.strerror or e}; it is unchanged "
+                       f"(free some space, then resume again)") from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 class Run:
@@ -182,6 +255,8 @@ class Run:
         self.device = None                           # tinygrad's default until open()
         self.init = self.init_from = None            # a fresh run's starting weights (train --init-from)
         self.left_fresh: list[str] = []              # weights init lacked, left at their initial values
+        self.created: list[Path] = []                # folders open() made (removed again if it fails)
+        self.leftovers: list[Path] = []              # temp files of a crashed writer, removed by open()
 
     @classmethod
     def start_or_resume(cls, given: dict, corpus: tuple[str, ...] = (), out: Path | None = None,
@@ -191,6 +266,8 @@ class Run:
         resumed run remembers its corpus. Raises RunError, ConfigError."""
         if resume is None:
             return cls(out or Path("runs") / run_name(corpus), Config().replace(**given), corpus, keep)
+        if problem := ckpt.folder_problem(resume, "--resume"):
+            raise RunError(problem)
         if not resume.is_dir():
             raise RunError(f"--resume {resume} is not a run folder; pass the --out folder of an earlier run")
         if out is not None and out.resolve() != resume.resolve():
@@ -203,6 +280,7 @@ class Run:
         except ckpt.CheckpointError as e:
             raise RunError(str(e)) from None    # it names the file and the one before it
         cfg, changed = resume_config(saved, given)
+        cfg.validate()   # --steps -1 is wrong as such, before it is too few
         if cfg.steps <= meta["step"]:
             raise RunError(f"the run in {resume} is already at step {meta['step']} of {saved.steps}; pass --steps "
                            f"with a larger number to train further")
@@ -234,10 +312,26 @@ class Run:
         # the device first: a missing GPU is the problem to report, not the folder's old run
         self.device = use_device(device)
         check_dtype(self.cfg.dtype, self.device)
+        check_memory(self.cfg, self.device)
         self.prepare_folder(force)
-        self.files = [str(copy_stream(stdin, self.folder / STDIN_COPY)) if a == "-" else a for a in self.corpus]
-        self.data = (Corpus(self.files, self.cfg.seq_len) if self.files else
-                     Corpus(default_corpus(), self.cfg.seq_len, name="python stdlib sources"))
+        try:
+            self.files = [str(copy_stream(stdin, self.folder / STDIN_COPY)) if a == "-" else a for a in self.corpus]
+            self.data = (Corpus(self.files, self.cfg.seq_len) if self.files else
+                         Corpus(default_corpus(), self.cfg.seq_len, name="python stdlib sources"))
+        except BaseException:
+            self.remove_created()   # a refused corpus leaves no empty run folder behind
+            raise
+
+    def remove_created(self) -> None:
+        """Remove the folders prepare_folder created (and the stdin copy), if nothing else is in them."""
+        if self.created:
+            self.close()
+            (self.folder / STDIN_COPY).unlink(missing_ok=True)
+        for folder in self.created:   # the run folder first, then parents it had to make
+            try:
+                folder.rmdir()
+            except OSError:
+                break
 
     def close(self) -> None:
         """Stop being the folder's writer (the end of the process does the same)."""
@@ -248,17 +342,22 @@ class Run:
         out = self.folder
         if out.exists() and not out.is_dir():
             raise RunError(f"--out {out} is a file, not a folder; pass a folder name (it is created if missing)")
+        if problem := ckpt.folder_problem(out, "--out"):   # a symbolic link loop (exists() says False)
+            raise RunError(problem)
         if self.path is None and out.is_dir() and holds_run(out) and not force:
             raise RunError(f"{out} already holds a run; continue it with --resume {out}, or pass --force to start "
                            f"over (deletes its checkpoints and metrics)")
+        self.created = [p for p in (out, *out.parents) if not os.path.lexists(p)]
         try:
             out.mkdir(parents=True, exist_ok=True)
             probe = out / f".write-test-{os.getpid()}"
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as e:
+            self.remove_created()
             raise RunError(f"cannot write to run folder {out}: {e.strerror}; pick another --out") from None
         lock_folder(out)   # before anything is written, trimmed or cleared
+        self.leftovers = remove_leftovers(out)
 
     def build(self, force: bool = False):
         """The Trainer, restored from the resumed checkpoint (its later metrics rows dropped), or
@@ -268,6 +367,9 @@ class Run:
             self.trainer = Trainer(self.cfg, devices=self.device if isinstance(self.device, tuple) else None)
         except ValueError as e:
             raise RunError(str(e)) from None
+        except MemoryError:
+            raise RunError(f"out of memory building the model (--dim {self.cfg.dim}, --depth {self.cfg.depth}, "
+                           f"--seq-len {self.cfg.seq_len}): pick a smaller one") from None
         if self.meta is not None:
             try:
                 self.trainer.load_state(self.arrays, self.meta)
@@ -300,19 +402,18 @@ class Run:
         Raises train.Diverged on a NaN/inf (nothing after the last checkpoint is saved)."""
         from tinyar import kernel_cache
         from tinyar.train import Diverged, train
-        with open(self.folder / METRICS, "a") as metrics:
+        with self.open_metrics() as metrics:
             try:
                 cached = set()
                 for row in train(self.trainer, self.data, on_checkpoint=lambda t: self.save(),
                                  should_stop=stop or (lambda: False)):
-                    metrics.write(json.dumps(row) + "\n")
-                    metrics.flush()
+                    self.log(metrics, row)
                     if row["kind"] not in cached:   # the train (or eval) kernels now exist: keep them
                         cached.add(row["kind"])
                         kernel_cache.save()
                     if on_row:
                         on_row(row)
-            except Diverged:
+            except (Diverged, RunError):
                 raise
             except Exception:
                 if stop is None or not stop():
@@ -323,5 +424,36 @@ class Run:
         if stop is not None and stop() and not stop.unfinished and self.trainer.step not in (0, self.saved_step):
             self.save()
 
+    def open_metrics(self):
+        """metrics.jsonl for appending, unbuffered (so closing it has nothing left to write)."""
+        try:
+            return open(self.folder / METRICS, "ab", buffering=0)
+        except OSError as e:
+            raise self.write_error(e, self.trainer.step) from None
+
+    def log(self, metrics, row: dict) -> None:
+        """Append one row to metrics.jsonl; a full disk ends the run with a RunError (a torn last
+        line is dropped when the run is resumed, trim_metrics)."""
+        try:
+            metrics.write((json.dumps(row) + "\n").encode())
+        except OSError as e:
+            raise self.write_error(e, row["step"]) from None
+
+    def write_error(self, e: OSError, step: int) -> RunError:
+        then = (f"the last checkpoint, {self.latest()}, is intact: free some space, then resume with --resume "
+                f"{self.folder}" if self.saved_step is not None else
+                "no checkpoint was saved yet: free some space, then start again with --force")
+        return RunError(f"cannot write {self.folder / METRICS} at step {step}: {e.strerror or e}; {then}")
+
     def latest(self) -> Path | None:
         return ckpt.latest(self.folder)
+
+    def last_good(self) -> Path | None:
+        """The newest checkpoint known to be good: one this run saved, or the one it resumed from if
+        its checksums held. Not a file from before checksums that no step has proven since (damaged
+        optimizer moments would pass every check and still make the next step diverge)."""
+        if self.saved_step is None:
+            return None
+        if self.path is not None and self.saved_step == self.meta["step"] and not ckpt.has_checksums(self.path):
+            return None
+        return self.latest()

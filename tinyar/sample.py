@@ -18,16 +18,19 @@ from tinygrad import Tensor
 from tinygrad.nn.state import get_state_dict, load_state_dict
 
 from tinyar import checkpoint as ckpt
-from tinyar.config import Config, ConfigError
 from tinyar.data import encode
 from tinyar.kvcache import Window
-from tinyar.model import Decoder
+from tinyar.model import Decoder, param_count
 
 BYTES = 256  # sampling only ever picks a byte: MASK and PAD are never emitted
 
 
 class SampleError(ValueError):
     """A prompt or sampling setting can't be used. The message says how to fix it."""
+
+
+class UnusableWeights(SampleError):
+    """The model's output is NaN or inf (the caller names the checkpoint)."""
 
 
 # ---- choosing the next token (numpy: one (V,) vector per token comes back to the host anyway,
@@ -84,6 +87,10 @@ def next_token(logits: np.ndarray, rng: np.random.Generator, temperature: float 
                top_k: int | None = None, top_p: float | None = None, min_p: float | None = None) -> int:
     """Pick the next byte from the logits for one position. (V,) -> id in 0..255"""
     logits = logits[:BYTES].astype(np.float64)
+    if np.isnan(logits).any() or np.isposinf(logits).any() or not np.isfinite(logits).any():
+        # finite weights can still overflow (a damaged or edited file); -inf alone is a filtered logit
+        raise UnusableWeights("the model's output is NaN or inf: its weights are unusable (damaged, or from a run "
+                              "that diverged)")
     if temperature == 0:
         return int(np.argmax(logits))  # every filter keeps the argmax, so greedy ignores them
     if top_k is not None:
@@ -174,18 +181,21 @@ def load_model(run_dir: str | Path, dtype: str = "float32") -> tuple[Decoder, Pa
     are float32 whatever dtype trained them). -> (model, checkpoint path)"""
     run_dir = Path(run_dir)
     hint = f"train one first: python cli.py train CORPUS --out {run_dir}"
+    if problem := ckpt.folder_problem(run_dir, ""):
+        raise SampleError(problem)
     if not run_dir.is_dir():
         raise SampleError(f"run folder {run_dir} does not exist; {hint}")
     path = ckpt.latest(run_dir)
     if path is None:
         raise SampleError(f"no checkpoint (ckpt-*.safetensors) in {run_dir}; {hint}")
-    arrays, meta = ckpt.read_safetensors(path)
-    try:
-        cfg = Config.from_dict(meta["config"]).replace(dtype=dtype).validate()
-    except (KeyError, TypeError, ConfigError) as e:
-        raise SampleError(f"{path} holds an incompatible config ({e}); sample it with the tinyar that wrote it") from None
-    model = Decoder(cfg)
+    cfg, arrays, _ = ckpt.load(path)
+    cfg = cfg.replace(dtype=dtype)
     weights = {k.removeprefix("model."): a for k, a in arrays.items() if k.startswith("model.")}
+    if sum(a.size for a in weights.values()) != param_count(cfg):   # before building (seq_len 10**12?)
+        raise SampleError(f"{path} does not fit its own config: {sum(a.size for a in weights.values()):,} weights, "
+                          f"the model of its config has {param_count(cfg):,}; the file is damaged or was written by "
+                          f"another version of tinyar ({ckpt.fallback(path)})")
+    model = Decoder(cfg)
     for name, t in get_state_dict(model).items():
         if name not in weights or weights[name].shape != t.shape or weights[name].dtype != np.float32:
             got = "missing" if name not in weights else f"{weights[name].dtype} of shape {weights[name].shape}"
