@@ -16,8 +16,12 @@ import stat
 import struct
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from tinyar.config import Config
 
 DTYPES = {"F32": np.float32, "F16": np.float16, "I32": np.int32, "I64": np.int64, "U8": np.uint8,
           "BOOL": np.bool_, "F64": np.float64}
@@ -215,7 +219,7 @@ def has_checksums(path: Path) -> bool:
         return False
 
 
-def load(path: Path) -> tuple["Config", dict[str, np.ndarray], dict]:
+def load(path: Path) -> tuple[Config, dict[str, np.ndarray], dict]:
     """Read a checkpoint and its Config. -> (cfg, arrays, meta); CheckpointError names the file."""
     from tinyar.config import Config, ConfigError
     from tinyar.data import VOCAB
