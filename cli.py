@@ -451,22 +451,25 @@ def tune(device, minutes, per_kernel, out, ab_steps, **fields):
               help="folder for the student's workspace")
 @click.option("--solution", is_flag=True, help="write the answer key (the reference bodies) instead of stubs")
 @click.option("--force", is_flag=True, help="overwrite an existing tasks.py")
-def assign(out, solution, force):
+@click.option("--assignment", "which", type=click.Choice(["loss", "decoder", "training"]), default="loss",
+              show_default=True, help="1: the loss pieces · 2: the decoder · 3: the training loop")
+def assign(out, solution, force, which):
     """Write a fresh assignment workspace: OUT/tasks.py with every task stubbed."""
-    from tinyar.assignments.tasks import MAX_POINTS, TASKS, TaskMarkerError, make_tasks_file
-    target = out / "tasks.py"
+    from tinyar.assignments.tasks import ASSIGNMENTS, TaskMarkerError, make_tasks_file
+    target, tasks = out / "tasks.py", ASSIGNMENTS[which]
     if target.exists() and not force:
         fail(f"{target} already exists (a student's work?); pass --force to overwrite it")
     try:
-        text = make_tasks_file(solution)
+        text = make_tasks_file(solution, which)
         out.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
     except TaskMarkerError as e:
         fail(str(e))
     except OSError as e:
         fail(f"cannot write {target}: {e.strerror}")
-    console.print(f"wrote {target}: {'the answer key' if solution else 'stubs'} for {len(TASKS)} tasks, "
-                  f"{MAX_POINTS} points · grade it with: python cli.py grade {target}")
+    console.print(f"wrote {target}: {'the answer key' if solution else 'stubs'} for {len(tasks)} tasks "
+                  f"of the {which} assignment, {sum(t.points for t in tasks)} points · "
+                  f"grade it with: python cli.py grade {target}")
 
 
 GRADE_STYLE = {"passed": "green", "failed": "red", "not implemented": "yellow"}

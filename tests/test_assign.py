@@ -444,6 +444,15 @@ def test_assign_writes_a_workspace_and_never_overwrites_work(tmp_path):
     assert r.returncode == 0 and (tmp_path / "key" / "tasks.py").read_text() == make_tasks_file(solution=True)
 
 
+@pytest.mark.parametrize("which", ["decoder", "training"])
+def test_assign_writes_the_other_assignments_as_committed(tmp_path, which):
+    r = cli("assign", "--assignment", which, "--out", str(tmp_path / which))
+    assert r.returncode == 0 and which in r.stdout
+    written = (tmp_path / which / "tasks.py").read_text()
+    assert written == make_tasks_file(False, which) == FILES[which].read_text()   # what the lessons folder holds
+    assert f'ASSIGNMENT = "{which}"' in written                                     # graded as that assignment
+
+
 @pytest.mark.parametrize("args, words", [
     (["missing.py"], "does not exist"),
     (["pyproject.toml"], "not a Python file"),
