@@ -248,7 +248,8 @@ def run(cfg: Config, timed_steps: int = 10, vs_torch: bool = False, components: 
         first: bool = False, device: str | None = None, tuned: bool = True) -> dict:
     """The whole benchmark; devices: several for data-parallel tinyar; first: also time the first
     step cold and warm in fresh processes on `device`.
-    -> {"rows": [...], "numpy_flops": float, "torch": None or why not, "vs_torch", "rss_vs_torch", "first_step"}"""
+    -> {"rows": [...], "numpy_flops": float, "torch": None or why not, "vs_torch", "rss_vs_torch", "first_step",
+        "tuned_kernels": how many kernels were compiled with tuned options}"""
     corpus = stdlib_corpus(cfg)
     runs = {"tinyar": lambda: TinyarRun(cfg, corpus, devices, tuned)}
     if components:
@@ -282,13 +283,13 @@ def tune(cfg: Config, device: str, seconds: float, per_kernel: float, out: Path,
          on_status=lambda msg, frac: None) -> dict:
     """Find kernel options for this model's training step on `device` within `seconds`, write
     them to `out` (tinyar/tuning.py), then time tinygrad's defaults against the table, steps
-    interleaved in this process. -> {"kernels", "rows", "path", "speedup"}"""
+    interleaved in this process. -> {"kernels": how many the step has, "tuned": the table's rows,
+    "new": rows added now, "path", "ab": the two A/B rows (measure()), "speedup": defaults/tuned}"""
     from tinyar import tuning
     corpus, t0 = stdlib_corpus(cfg), time.monotonic()
     on_status("building the model and collecting its step's kernels", 0.0)
-    with tuning.active(False):
-        run = TinyarRun(cfg, corpus, tuned=False)
-        kernels = tuning.step_kernels(lambda: (run.step(), run.step()))
+    run = TinyarRun(cfg, corpus, tuned=False)
+    kernels = tuning.step_kernels(lambda: (run.step(), run.step()))
     left = max(0.0, seconds - (time.monotonic() - t0))
     start, old = time.monotonic(), tuning.read_rows(out, device)   # an existing table is extended
     new = tuning.tune(kernels, device, left, per_kernel, done=frozenset(old),
