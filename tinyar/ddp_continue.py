@@ -149,6 +149,9 @@ def main() -> None:
             os.replace(tmp, args.out / name)            # a reader never sees half a file
         print(f"val ce {val_ce():.4f} · replicas identical: {torch.equal(hi, lo)} · wrote {args.out}/model.safetensors",
               flush=True)
+    # every process waits for rank 0's files before leaving: a rank that tore its process group down
+    # while rank 0 was still writing left rank 0 (and torchrun) waiting forever (seen under load)
+    dist.barrier()
     dist.destroy_process_group()
 
 
