@@ -331,6 +331,19 @@ def devices(speed):
         console.print("[dim]which is fastest here: python cli.py devices --speed[/]")
 
 
+def device_and_config(device: str | None, fields: dict) -> tuple:
+    """`bench` and `tune`: the device (use_device) and the model Config from the flags given,
+    checked together (the dtype must run there); a one-line error otherwise."""
+    from tinyar.devices import DeviceError, check_dtype, use_device
+    try:
+        dev = use_device(device)
+        cfg = Config().replace(**{k: v for k, v in fields.items() if v is not None}).validate()
+        check_dtype(cfg.dtype, dev)
+    except (ConfigError, DeviceError) as e:
+        fail(str(e))
+    return dev, cfg
+
+
 @cli.command()
 @config_options(leave_out=TRAIN_ONLY)
 @click.option("--device", default=None, help="tinygrad device [default: DEV or tinygrad's pick]")
@@ -348,13 +361,7 @@ def devices(speed):
 def bench(device, timed_steps, vs_torch, torch_threads, components, beam, first, tuned, as_json, **fields):
     """Time training steps: first (compile) step, steady step, tokens/s, FLOP/s, memory."""
     from tinyar import bench as B, kernel_cache
-    from tinyar.devices import DeviceError, check_dtype, use_device
-    try:
-        dev = use_device(device)
-        cfg = Config().replace(**{k: v for k, v in fields.items() if v is not None}).validate()
-        check_dtype(cfg.dtype, dev)
-    except (ConfigError, DeviceError) as e:
-        fail(str(e))
+    dev, cfg = device_and_config(device, fields)
     if timed_steps < 1:
         fail("--timed-steps must be at least 1")
     kernel_cache.enable()
@@ -407,13 +414,7 @@ def bench(device, timed_steps, vs_torch, torch_threads, components, beam, first,
 def tune(device, minutes, per_kernel, out, ab_steps, **fields):
     """Search kernel schedules for one model's training step, once, and keep them as data."""
     from tinyar import bench as B, kernel_cache, tuning
-    from tinyar.devices import DeviceError, check_dtype, use_device
-    try:
-        dev = use_device(device)
-        cfg = Config().replace(**{k: v for k, v in fields.items() if v is not None}).validate()
-        check_dtype(cfg.dtype, dev)
-    except (ConfigError, DeviceError) as e:
-        fail(str(e))
+    dev, cfg = device_and_config(device, fields)
     if isinstance(dev, tuple):
         fail("tune one device at a time: the table then applies to each of them (--device CL)")
     from tinygrad import Device
