@@ -59,7 +59,7 @@ def opts_to_json(opts) -> list:
     return [[o.op.name, o.axis, list(o.arg) if isinstance(o.arg, tuple) else o.arg] for o in opts]
 
 
-def tables(device: str) -> Iterator[Path]:
+def tables() -> Iterator[Path]:
     """The table files that could apply: shipped first, then the user's (which win)."""
     for folder in (SHIPPED, user_dir()):
         if folder.is_dir():
@@ -68,17 +68,9 @@ def tables(device: str) -> Iterator[Path]:
 
 def load(device: str) -> int:
     """Read every table made for this device into the lookup. -> number of kernels."""
-    want = device_id(device)
     _table.clear()
-    for p in tables(device):
-        try:
-            data = json.loads(p.read_text())
-            if data.get("format") != FORMAT or data.get("device") != want:
-                continue
-            for key, row in data["kernels"].items():
-                _table[key] = _opts_from_json(row["opts"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue   # a damaged or foreign table only costs speed: tinygrad's defaults
+    for p in tables():
+        _table.update({key: row["opts"] for key, row in read_rows(p, device).items()})
     return len(_table)
 
 
@@ -271,7 +263,8 @@ def search(ast, device: str, deadline: float, width: int = 2, reps: int = 5) -> 
 
 
 def read_rows(path: Path, device: str) -> dict:
-    """The rows of an existing table made for this device (empty if none or another device)."""
+    """The rows of a table made for this device, options as Opts (empty if none, another device,
+    or damaged: a damaged or foreign table only costs speed, tinygrad's defaults)."""
     try:
         data = json.loads(path.read_text())
         if data.get("format") == FORMAT and data.get("device") == device_id(device):
